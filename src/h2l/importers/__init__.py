@@ -1,0 +1,1 @@
+"""Readers that turn other projects' files into a :class:`h2l.teacher.MultiHeadLDA`."""
