@@ -1,0 +1,350 @@
+"""The ``h2l`` command line: parse, call, render.  No domain logic lives here.
+
+Every :class:`h2l.errors.H2LError` becomes ``error: <problem>. fix: <fix>`` on
+stderr and its documented exit code; Ctrl-C exits 130.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from .errors import EXIT_INTERRUPTED, H2LError, InputError
+
+app = typer.Typer(name="h2l", help="Distil multi-head LDA routing teachers into students; ship both as ONNX.",
+                  no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
+teacher_app = typer.Typer(help="Import, build and inspect teachers.", no_args_is_help=True)
+app.add_typer(teacher_app, name="teacher")
+out = Console(highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+def handled(fn):
+    """Map domain errors to one line and an exit code at the CLI boundary."""
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except H2LError as exc:
+            err.print(f"error: {exc.one_line()}", markup=False)
+            raise typer.Exit(exc.exit_code) from None
+        except KeyboardInterrupt:
+            err.print("error: interrupted; no partial output was written. fix: run the command again", markup=False)
+            raise typer.Exit(EXIT_INTERRUPTED) from None
+    return wrapper
+
+
+def emit_json(obj) -> None:
+    sys.stdout.write(json.dumps(obj, indent=2, sort_keys=True) + "\n")
+
+
+class Format(str, Enum):
+    onnx = "onnx"
+    npy = "npy"
+
+
+class Provider(str, Enum):
+    cpu = "cpu"
+    cuda = "cuda"
+    auto = "auto"
+    all = "all"
+
+
+# ------------------------------------------------------------------ teacher
+
+@teacher_app.command("import")
+@handled
+def teacher_import(
+    out_path: Annotated[Path, typer.Option("--out", help="Teacher .npz to write.")],
+    lda_db: Annotated[Optional[Path], typer.Option("--lda-db", help="UnifyWeaver lda.db.")] = None,
+    mh_id: Annotated[Optional[int], typer.Option("--mh-id", help="Projection id (lda.db default 1).")] = None,
+    npy_dir: Annotated[Optional[Path], typer.Option("--npy-dir", help="Folder of per-head .npy files.")] = None,
+    temperature: Annotated[Optional[float], typer.Option("--temperature", help="τ for --npy-dir.")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Replace an existing --out.")] = False,
+) -> None:
+    """Import a UnifyWeaver teacher (lda.db or a folder of .npy files) into a teacher .npz."""
+    from .importers.unifyweaver import import_lda_db, import_npy_dir
+    from .teacher import save_npz
+
+    if (lda_db is None) == (npy_dir is None):
+        raise InputError("pass exactly one of --lda-db or --npy-dir", "see `h2l teacher import --help`")
+    _check_out_file(out_path, force)
+    if lda_db is not None:
+        teacher = import_lda_db(lda_db, 1 if mh_id is None else mh_id)
+    else:
+        if temperature is None:
+            raise InputError("--npy-dir needs --temperature (the folder does not store τ)", "pass e.g. --temperature 0.1")
+        teacher = import_npy_dir(npy_dir, temperature, mh_id)
+    save_npz(teacher, out_path)
+    out.print(f"wrote {out_path}: N = {teacher.n_heads}, d = {teacher.dim}, τ = {teacher.temperature:g}")
+
+
+def _check_out_file(path: Path, force: bool) -> None:
+    from .errors import OutputError
+
+    if path.exists() and not force:
+        raise OutputError(f"output {path} already exists", "pass --force to replace it, or choose another --out")
+    if not path.parent.resolve().is_dir():
+        raise OutputError(f"folder {path.parent} does not exist", "create it first")
+
+
+@teacher_app.command("info")
+@handled
+def teacher_info(
+    path: Annotated[Path, typer.Argument(help="Teacher .npz.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """Show a teacher's size, temperature, ids and stored queries."""
+    from .teacher import load_npz
+
+    t = load_npz(path)
+    qs = t.queries
+    info = {"path": str(path), "name": t.name, "n_heads": t.n_heads, "dim": t.dim, "temperature": t.temperature,
+            "embedding_model": t.embedding_model, "cluster_ids": list(t.cluster_ids),
+            "train_queries": 0 if qs is None else len(qs.train), "heldout_queries": 0 if qs is None else len(qs.heldout),
+            "sha256": t.fingerprint()}
+    if as_json:
+        emit_json(info)
+        return
+    for k, v in info.items():
+        if k == "cluster_ids":
+            v = ", ".join(v[:8]) + (f", … ({len(v)} in all)" if len(v) > 8 else "")
+        out.print(f"{k:16} {v}", markup=False)
+
+
+@teacher_app.command("build")
+@handled
+def teacher_build(
+    qa: Annotated[list[Path], typer.Option("--qa", help="Q-A JSON (UnifyWeaver) or JSONL; repeatable.")],
+    out_path: Annotated[Path, typer.Option("--out", help="Teacher .npz to write.")],
+    model: Annotated[str, typer.Option("--model", help="Embedding model.")] = "all-MiniLM-L6-v2",
+    temperature: Annotated[float, typer.Option("--temperature", help="Routing temperature τ.")] = 0.1,
+    holdout: Annotated[int, typer.Option("--holdout-per-cluster", help="Queries per cluster held out.")] = 2,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the held-out split.")] = 0,
+    embeddings: Annotated[Optional[Path], typer.Option("--embeddings", help="Precomputed embedding cache .npz.")]
+    = None,
+    force: Annotated[bool, typer.Option("--force", help="Replace an existing --out.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable report.")] = False,
+) -> None:
+    """Build a teacher from Q-A text: one head per cluster, held-out queries stored with it."""
+    from .embed import cached_embedder, load_cache
+    from .importers.qa import build_teacher, parse_qa_files, retrieval_quality
+    from .teacher import save_npz
+
+    _check_out_file(out_path, force)
+    clusters = parse_qa_files(qa, model=model)
+    cache = load_cache(embeddings) if embeddings is not None else None
+    teacher = build_teacher(clusters, cached_embedder(cache, model, progress=not as_json), temperature=temperature,
+                            holdout_per_cluster=holdout, seed=seed, model=model, name=out_path.stem)
+    save_npz(teacher, out_path)
+    qs = teacher.queries
+    quality = retrieval_quality(teacher, qs.heldout, qs.heldout_labels) if len(qs.heldout) else {}
+    if as_json:
+        emit_json({"out": str(out_path), "n_heads": teacher.n_heads, "dim": teacher.dim,
+                   "temperature": teacher.temperature, "train_queries": len(qs.train),
+                   "heldout_queries": len(qs.heldout), "retrieval": quality})
+        return
+    out.print(f"wrote {out_path}: N = {teacher.n_heads}, d = {teacher.dim}, τ = {teacher.temperature:g}, "
+              f"{len(qs.train)} training and {len(qs.heldout)} held-out queries")
+    if quality:
+        table = Table(title=f"retrieval of the true cluster on {len(qs.heldout)} held-out queries")
+        for col in ("method", "Recall@1", "MRR"):
+            table.add_column(col)
+        labels = {"plain_cosine": "plain cosine (query · answer)", "projection": "multi-head projection",
+                  "routing": "routing weights (top head)"}
+        for k, v in quality.items():
+            table.add_row(labels[k], f"{v['recall_at_1']:.1%}", f"{v['mrr']:.3f}")
+        out.print(table)
+
+
+@app.command()
+@handled
+def arch(
+    n: Annotated[int, typer.Argument(help="Number of teacher heads N.")],
+    embed_dim: Annotated[int, typer.Option("--embed-dim", help="Embedding dimension d.")] = 384,
+    prefer_heads: Annotated[int, typer.Option("--prefer-heads", help="Tie-break toward this H.")] = 4,
+    max_heads: Annotated[int, typer.Option("--max-heads", help="Largest H considered.")] = 8,
+    ff_dim: Annotated[int, typer.Option("--ff-dim", help="Feed-forward width.")] = 512,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """Size a student: (H, L) with H^L ≥ N, H | d, fewest layers, least overshoot."""
+    from dataclasses import asdict
+
+    from .student import arch_candidates
+
+    cands = arch_candidates(n, embed_dim, ff_dim=ff_dim, max_heads=max_heads, prefer_heads=prefer_heads)
+    if as_json:
+        emit_json({"n": n, "dim": embed_dim, "choice": asdict(cands[0]), "candidates": [asdict(c) for c in cands]})
+        return
+    table = Table(title=f"students for N = {n}, d = {embed_dim}, ff = {ff_dim}")
+    for col in ("", "H", "L", "H^L", "params", "MACs/query", "MACs folded"):
+        table.add_column(col, justify="right")
+    for i, c in enumerate(cands[:6]):
+        table.add_row("→" if i == 0 else "", str(c.heads), str(c.layers), str(c.capacity), f"{c.params:,}",
+                      f"{c.macs_unfolded:,}", f"{c.macs_folded:,}")
+    out.print(table)
+    c = cands[0]
+    out.print(f"choice: --heads {c.heads} --layers {c.layers}.  Note: with one query token attention folds away, "
+              "so H changes neither parameters nor cost; L does.")
+
+
+@app.command()
+@handled
+def distill(
+    teacher: Annotated[Path, typer.Argument(help="Teacher .npz.")],
+    out_path: Annotated[Path, typer.Option("--out", help="Student checkpoint to write.")],
+    queries: Annotated[Optional[Path], typer.Option("--queries", help="Extra user queries (.npy n×d).")] = None,
+    heads: Annotated[int, typer.Option("--heads", help="Attention heads H.")] = 4,
+    layers: Annotated[int, typer.Option("--layers", help="Encoder layers L.")] = 2,
+    ff_dim: Annotated[int, typer.Option("--ff-dim", help="Feed-forward width.")] = 512,
+    steps: Annotated[int, typer.Option("--steps", help="Optimizer steps (batches of fresh queries).")] = 1500,
+    batch_size: Annotated[int, typer.Option("--batch-size", help="Queries per step.")] = 1024,
+    lr: Annotated[float, typer.Option("--lr", help="Peak AdamW learning rate.")] = 3e-3,
+    cosine_weight: Annotated[float, typer.Option("--cosine-weight", help="λ in (1−λ)·MSE + λ·(1−cos).")] = 0.7,
+    mix: Annotated[str, typer.Option("--mix", help="Sampler shares: centroid mixes, perturbed, pairs.")]
+    = "0.5,0.25,0.25",
+    eval_every: Annotated[int, typer.Option("--eval-every", help="Steps between validations.")] = 50,
+    patience: Annotated[int, typer.Option("--patience", help="Validations without gain before stopping.")] = 10,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of weights and the query stream.")] = 0,
+    device: Annotated[str, typer.Option("--device", help="cpu, cuda or auto.")] = "cpu",
+    resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted run at --out.")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Replace an existing --out.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar (CI logs).")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the final metrics as JSON.")] = False,
+) -> None:
+    """Distil a teacher into a ProjectionTransformer on a stream of teacher-labelled fresh queries."""
+    from .distill.sampler import SamplerMix
+    from .distill.train import TrainConfig
+    from .distill.train import distill as run_distill
+    from .queries import load_npy_queries
+    from .student import StudentConfig
+    from .teacher import check_queries, load_npz
+
+    t = load_npz(teacher)
+    if not resume:
+        _check_out_file(out_path, force)
+    try:
+        shares = [float(x) for x in mix.split(",")]
+        assert len(shares) == 3
+    except (ValueError, AssertionError):
+        raise InputError(f"--mix {mix!r} is not three numbers", "pass e.g. --mix 0.5,0.25,0.25") from None
+    q = None if queries is None else check_queries(load_npy_queries(queries), t.dim, what="--queries")
+    cfg = TrainConfig(steps=steps, batch_size=batch_size, lr=lr, cosine_weight=cosine_weight, eval_every=eval_every,
+                      patience=patience, seed=seed, mix=SamplerMix(*shares))
+    res = run_distill(t, out_path, student=StudentConfig(t.dim, heads, layers, ff_dim), config=cfg, queries=q,
+                      device=device, resume=resume, quiet=quiet or as_json)
+    final = res.checkpoint.metrics["final"]
+    if as_json:
+        emit_json({"checkpoint": str(out_path), "wall_seconds": res.report["wall_seconds"], "final": final})
+        return
+    out.print(f"wrote {out_path} in {res.report['wall_seconds']:.0f} s (report: {out_path}.report.json, .png)")
+    for k, v in final.items():
+        out.print(f"  {k:8} queries (never trained on, n={v['n']}): mean cos {v['mean_cosine']:.5f}, "
+                  f"min {v['min_cosine']:.5f}, p5 {v['p5_cosine']:.5f}, top-1 agreement {v['top1_agreement']:.1%}")
+
+
+# ------------------------------------------------------------------ export / verify
+
+@app.command()
+@handled
+def export(
+    teacher: Annotated[Path, typer.Option("--teacher", help="Teacher .npz.")],
+    out_dir: Annotated[Path, typer.Option("--out", help="Bundle folder to create.")],
+    fmt: Annotated[Format, typer.Option("--format", help="onnx (bundle) or npy (UnifyWeaver layouts).")] = Format.onnx,
+    student: Annotated[Optional[Path], typer.Option("--student", help="Student checkpoint from `h2l distill`.")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Replace an existing --out.")] = False,
+    no_fold: Annotated[bool, typer.Option("--no-fold", help="Keep the literal torch graph.")] = False,
+    min_cosine: Annotated[float, typer.Option("--min-cosine", help="Student-vs-teacher gate at export.")] = 0.98,
+    mh_id: Annotated[int, typer.Option("--mh-id", help="Projection id in npy file names.")] = 1,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the manifest as JSON.")] = False,
+) -> None:
+    """Export the teacher (and student) as a verified bundle, or as UnifyWeaver .npy files."""
+    from .teacher import load_npz
+
+    t = load_npz(teacher)
+    if fmt is Format.npy:
+        from .exporters.npy import export_npy
+
+        if student is not None:
+            raise InputError("--format npy writes the teacher only", "drop --student or use --format onnx")
+        written = export_npy(t, out_dir, mh_id=mh_id, force=force)
+        out.print(f"wrote {len(written)} .npy files to {out_dir} (float32 little-endian, shape (d,))")
+        return
+    from .export import export_onnx
+
+    res = export_onnx(t, out_dir, student=student, fold_graph=not no_fold, force=force, min_cosine=min_cosine)
+    if as_json:
+        emit_json(res.manifest)
+        return
+    out.print(f"wrote bundle {res.out}")
+    for entry in res.manifest["files"]:
+        out.print(f"  {entry['path']:44} {entry['bytes']:>10} B  sha256 {entry['sha256'][:16]}…", markup=False)
+    _print_summary(res.manifest["verification"].get("summary", {}))
+
+
+def _print_summary(summary: dict) -> None:
+    for provider, srcs in summary.items():
+        for src, fid in srcs.items():
+            if src == "recall_at_1":
+                out.print(f"  recall@1 [{provider}] " + ", ".join(f"{k} {v:.1%}" for k, v in fid.items()))
+                continue
+            out.print(f"  student vs teacher [{provider}, {src}]: mean cos {fid['mean_cosine']:.5f}, "
+                      f"min {fid['min_cosine']:.5f}, top-1 agreement {fid['top1_agreement']:.1%}")
+
+
+@app.command()
+@handled
+def verify(
+    bundle: Annotated[Path, typer.Argument(help="Bundle folder.")],
+    provider: Annotated[Provider, typer.Option("--provider", help="cpu, cuda, auto (CUDA if usable) or all.")]
+    = Provider.auto,
+    min_cosine: Annotated[float, typer.Option("--min-cosine", help="Gate on mean student-vs-teacher cosine.")] = 0.98,
+    queries: Annotated[Optional[Path], typer.Option("--queries", help=".npy (n×d), Q-A JSON or JSONL.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable report.")] = False,
+) -> None:
+    """Check integrity, the I/O contract, golden vectors and parity; non-zero exit on any failure."""
+    from .verify import raise_for_failures, verify_bundle
+
+    q, labels = (None, None) if queries is None else _load_queries(queries, bundle)
+    report = verify_bundle(bundle, provider=provider.value, min_cosine=min_cosine, queries=q, labels=labels)
+    if as_json:
+        emit_json(report.to_dict())
+    else:
+        _print_report(report)
+    raise_for_failures(report)
+
+
+def _load_queries(path: Path, bundle: Path):
+    from .queries import load_query_file
+
+    return load_query_file(path, bundle)
+
+
+def _print_report(report) -> None:
+    table = Table(title="h2l verify", show_lines=False)
+    for col in ("model", "provider", "check", "value", "gate", "result"):
+        table.add_column(col)
+    for c in report.checks:
+        val = "" if c.value is None else (f"{c.value:.6f}" if c.check.startswith(("vs_teacher", "recall"))
+                                          else f"{c.value:.2e}")
+        gate = "" if c.threshold is None else (f"≥ {c.threshold:g}" if c.check.startswith("vs_teacher")
+                                               else f"≤ {c.threshold:g}")
+        res = "info" if c.kind == "info" else ("[green]pass[/]" if c.passed else "[red]FAIL[/]")
+        table.add_row(c.model, c.provider, c.check, val, gate, res)
+    out.print(table)
+    for p, reason in report.skipped:
+        out.print(f"skipped {p}: {reason}")
+    _print_summary(report.summary)
+    out.print("[green]verify passed[/]" if report.passed else f"[red]verify failed: {len(report.failures())} check(s)[/]")
+
+
+def main() -> None:  # pragma: no cover - console script entry
+    app()

@@ -1,0 +1,153 @@
+"""``h2l export``: build graphs, check them against their sources, write a verified bundle atomically.
+
+Order of work: build and check every graph in memory, stage the files in a
+hidden sibling folder, compute golden outputs, run :func:`verify_bundle` on
+the stage (CPU), write the manifest last, then publish the folder by rename.
+Any failure or interrupt before the rename leaves no bundle.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnx
+
+from . import __version__
+from .atomic import staged_dir
+from .bundle import GOLDEN_INPUTS, MANIFEST, SCHEMA_VERSION, file_entries, json_bytes, npy_bytes, write_file
+from .checkpoint import StudentCheckpoint, load_checkpoint
+from .errors import InputError, ParityError
+from .exporters import PROJECTED_NAME
+from .exporters._onnx_common import check, serialize
+from .exporters.onnx_student import make_folded_student_model, make_unfolded_student_model
+from .exporters.onnx_teacher import make_teacher_model
+from .runtime import make_runner
+from .student import fold, torch_forward
+from .teacher import MultiHeadLDA
+from .verify import raise_for_failures, sampled_queries, verify_bundle
+
+SOURCE_ATOL = 1e-4  # folded/unfolded ONNX vs the torch model (float32 reassociation)
+GOLDEN_ATOL = 1e-5
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    out: Path
+    manifest: dict
+
+
+def contract(model: onnx.ModelProto) -> dict:
+    def one(vi) -> dict:
+        dims = [d.dim_param if d.dim_param else d.dim_value for d in vi.type.tensor_type.shape.dim]
+        return {"name": vi.name, "dtype": "float32", "shape": dims}
+    return {"inputs": [one(v) for v in model.graph.input], "outputs": [one(v) for v in model.graph.output]}
+
+
+def golden_queries(teacher: MultiHeadLDA, seed: int = 0) -> np.ndarray:
+    """Up to 8 stored (held-out first) queries, 3 near-centroid samples, 2 random vectors and a zero vector."""
+    rows = []
+    if teacher.queries is not None:
+        rows = [*teacher.queries.heldout[:8]]
+        rows += [*teacher.queries.train[: 8 - len(rows)]]
+    rng = np.random.default_rng(seed)
+    rows += [*sampled_queries(teacher.keys, teacher.temperature, 3, seed)]
+    rows += [*rng.standard_normal((2, teacher.dim)).astype(np.float32), np.zeros(teacher.dim, np.float32)]
+    return np.stack(rows).astype(np.float32)
+
+
+def _student_model(ckpt: StudentCheckpoint, teacher: MultiHeadLDA, fold_graph: bool, ckpt_sha: str,
+                   probe: np.ndarray) -> tuple[bytes, dict]:
+    if ckpt.teacher_sha256 != teacher.fingerprint():
+        raise InputError("the student was distilled from a different teacher (teacher sha256 differs)",
+                         "pass the --teacher the student was distilled from, or re-run `h2l distill`")
+    if ckpt.config.dim != teacher.dim:
+        raise InputError(f"student d = {ckpt.config.dim} but teacher d = {teacher.dim}", "re-run `h2l distill`")
+    model = ckpt.model()
+    meta = {"h2l.name": teacher.name, "h2l.teacher_sha256": teacher.fingerprint(), "h2l.checkpoint_sha256": ckpt_sha,
+            "h2l.architecture": json.dumps(ckpt.config.to_dict(), sort_keys=True), "h2l.dim": str(teacher.dim),
+            "h2l.n_heads": str(teacher.n_heads), "h2l.temperature": repr(teacher.temperature)}
+    reference = torch_forward(model, probe)
+    source: dict = {"reference": "torch (unfolded, eval)", "atol": SOURCE_ATOL}
+    if fold_graph:
+        folded = fold(model)
+        source["numpy_fold_max_abs_diff"] = float(np.abs(folded.forward(probe) - reference).max())
+        proto = make_folded_student_model(folded, meta)
+    else:
+        proto = make_unfolded_student_model(model, meta)
+    check(proto)
+    data = serialize(proto, "student.onnx")
+    got = make_runner(data, "cpu").run(probe)[PROJECTED_NAME]
+    source["onnx_max_abs_diff"] = float(np.abs(got - reference).max())
+    if not source["onnx_max_abs_diff"] <= SOURCE_ATOL:
+        raise ParityError([f"student.onnx vs torch max abs diff {source['onnx_max_abs_diff']:.3g} > {SOURCE_ATOL:g}"],
+                          "export with --no-fold and report a bug")
+    entry = {"file": "student.onnx", "role": "student", "opset": proto.opset_import[0].version,
+             "ir_version": proto.ir_version, **contract(proto), "folded": fold_graph,
+             "architecture": ckpt.config.to_dict(), "checkpoint_sha256": ckpt_sha, "source_check": source}
+    return data, entry
+
+
+def versions() -> dict[str, str]:
+    import onnxruntime
+    import torch
+
+    return {"h2l": __version__, "onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__,
+            "numpy": np.__version__, "torch": torch.__version__.split("+")[0]}
+
+
+def export_onnx(teacher: MultiHeadLDA, out: str | Path, *, student: str | Path | None = None, fold_graph: bool = True,
+                force: bool = False, min_cosine: float = 0.98, seed: int = 0) -> ExportResult:
+    """Write a verified bundle to ``out``; raises (leaving no bundle) on any failed check."""
+    out = Path(out)
+    t_proto = make_teacher_model(teacher)
+    check(t_proto)
+    files = {"teacher.onnx": serialize(t_proto, "teacher.onnx")}
+    models = {"teacher": {"file": "teacher.onnx", "role": "teacher", "opset": t_proto.opset_import[0].version,
+                          "ir_version": t_proto.ir_version, **contract(t_proto)}}
+    golden = golden_queries(teacher, seed)
+    ckpt = None
+    if student is not None:
+        ckpt = load_checkpoint(student)
+        ckpt_sha = hashlib.sha256(Path(student).read_bytes()).hexdigest()
+        probe = np.concatenate([golden, sampled_queries(teacher.keys, teacher.temperature, 61, seed + 1)])
+        files["student.onnx"], models["student"] = _student_model(ckpt, teacher, fold_graph, ckpt_sha, probe)
+    with staged_dir(out, force) as stage:
+        golden_map: dict[str, dict[str, str]] = {}
+        for rel, data in files.items():
+            write_file(stage, rel, data)
+        write_file(stage, GOLDEN_INPUTS, npy_bytes(golden))
+        for name, entry in models.items():
+            outs = make_runner(files[entry["file"]], "cpu").run(golden)
+            for o in entry["outputs"]:
+                rel = f"golden/{name}.{o['name']}.npy"
+                write_file(stage, rel, npy_bytes(outs[o["name"]]))
+                golden_map.setdefault(name, {})[o["name"]] = rel
+        if ckpt is not None:
+            write_file(stage, "reports/training.json", json_bytes(
+                {"config": ckpt.config.to_dict(), "train_config": ckpt.train_config,
+                 "metrics": ckpt.metrics, "history": ckpt.history}))
+        manifest = {
+            "schema_version": SCHEMA_VERSION, "format": "h2l-bundle", "h2l_version": __version__,
+            "name": teacher.name,
+            "teacher": {"n_heads": teacher.n_heads, "dim": teacher.dim, "temperature": teacher.temperature,
+                        "cluster_ids": list(teacher.cluster_ids), "embedding_model": teacher.embedding_model,
+                        "sha256": teacher.fingerprint()},
+            "models": models,
+            "golden": {"inputs": GOLDEN_INPUTS, "outputs": golden_map, "atol": GOLDEN_ATOL},
+            "files": [], "versions": versions(),
+            "verification": {"passed": False, "provider": "pending", "min_cosine": min_cosine, "checks": []},
+        }
+        write_file(stage, MANIFEST, json_bytes({**manifest, "files": file_entries(stage)}))
+        report = verify_bundle(stage, provider="cpu", min_cosine=min_cosine, seed=seed)
+        raise_for_failures(report)
+        write_file(stage, "reports/verification.json", json_bytes(report.to_dict()))
+        manifest["verification"] = {k: v for k, v in report.to_dict().items() if k != "checks"} | {
+            "checks": [{"model": c.model, "check": c.check, "passed": c.passed, "value": c.value}
+                       for c in report.checks if c.kind != "info"]}
+        manifest["files"] = file_entries(stage)
+        write_file(stage, MANIFEST, json_bytes(manifest))
+    return ExportResult(out, manifest)

@@ -1,0 +1,128 @@
+"""The student as ONNX: a hand-built folded graph (default) or torch's literal graph (--no-fold).
+
+The folded graph runs, per layer, one d×d Gemm (attention and, in layer 1,
+the input projection folded in), LayerNorm, the feed-forward pair with exact
+(erf) GELU, residual and LayerNorm; then the output projection.  onnxruntime
+fuses the erf pattern into its Gelu kernel.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import warnings
+
+import numpy as np
+import onnx
+from onnx import helper
+
+from ..student import FoldedStudent, ProjectionTransformer
+from ..teacher import NORM_EPS
+from . import BATCH_DIM, INPUT_NAME, PROJECTED_NAME
+from ._onnx_common import OPSET, initializer, make_model, output, query_input
+
+OUTPUT_NODE = "output_proj"
+
+
+def _normalize_nodes(src: str, dst: str) -> tuple[list[onnx.NodeProto], list[onnx.TensorProto]]:
+    nodes = [
+        helper.make_node("Mul", [src, src], ["q_sq"], name="square"),
+        helper.make_node("ReduceSum", ["q_sq", "axis_1"], ["q_sumsq"], keepdims=1, name="sum_sq"),
+        helper.make_node("Sqrt", ["q_sumsq"], ["q_norm"], name="norm"),
+        helper.make_node("Max", ["q_norm", "norm_eps"], ["q_norm_floor"], name="norm_floor"),
+        helper.make_node("Div", [src, "q_norm_floor"], [dst], name="normalize"),
+    ]
+    inits = [initializer("axis_1", np.array([1], np.int64)), initializer("norm_eps", np.array(NORM_EPS, np.float32))]
+    return nodes, inits
+
+
+def make_folded_student_model(folded: FoldedStudent, metadata: dict[str, str]) -> onnx.ModelProto:
+    """Build the folded student graph from plain matrices (see :func:`h2l.student.fold`)."""
+    d = folded.config.dim
+    nodes: list[onnx.NodeProto] = []
+    inits: list[onnx.TensorProto] = [initializer("sqrt2", np.array(math.sqrt(2.0), np.float32)),
+                                     initializer("one", np.array(1.0, np.float32)),
+                                     initializer("half", np.array(0.5, np.float32))]
+    x = INPUT_NAME
+    if folded.config.normalize_input:
+        n_nodes, n_inits = _normalize_nodes(x, "q_hat")
+        nodes += n_nodes
+        inits += n_inits
+        x = "q_hat"
+    for i, lay in enumerate(folded.layers):
+        p = f"layer{i}"
+        inits += [initializer(f"{p}.w_attn", lay.w_attn), initializer(f"{p}.b_attn", lay.b_attn),
+                  initializer(f"{p}.ln1_w", lay.ln1_w), initializer(f"{p}.ln1_b", lay.ln1_b),
+                  initializer(f"{p}.w1", lay.w1), initializer(f"{p}.b1", lay.b1),
+                  initializer(f"{p}.w2", lay.w2), initializer(f"{p}.b2", lay.b2),
+                  initializer(f"{p}.ln2_w", lay.ln2_w), initializer(f"{p}.ln2_b", lay.ln2_b)]
+        nodes += [
+            helper.make_node("Gemm", [x, f"{p}.w_attn", f"{p}.b_attn"], [f"{p}.attn"], name=f"{p}.attn"),
+            helper.make_node("LayerNormalization", [f"{p}.attn", f"{p}.ln1_w", f"{p}.ln1_b"], [f"{p}.x1"],
+                             axis=-1, epsilon=lay.ln1_eps, name=f"{p}.norm1"),
+            helper.make_node("Gemm", [f"{p}.x1", f"{p}.w1", f"{p}.b1"], [f"{p}.h"], name=f"{p}.ff1"),
+            helper.make_node("Div", [f"{p}.h", "sqrt2"], [f"{p}.h_s"], name=f"{p}.gelu_div"),
+            helper.make_node("Erf", [f"{p}.h_s"], [f"{p}.h_erf"], name=f"{p}.gelu_erf"),
+            helper.make_node("Add", [f"{p}.h_erf", "one"], [f"{p}.h_1p"], name=f"{p}.gelu_add"),
+            helper.make_node("Mul", [f"{p}.h", f"{p}.h_1p"], [f"{p}.h_m"], name=f"{p}.gelu_mul"),
+            helper.make_node("Mul", [f"{p}.h_m", "half"], [f"{p}.g"], name=f"{p}.gelu_half"),
+            helper.make_node("Gemm", [f"{p}.g", f"{p}.w2", f"{p}.b2"], [f"{p}.ff"], name=f"{p}.ff2"),
+            helper.make_node("Add", [f"{p}.x1", f"{p}.ff"], [f"{p}.res"], name=f"{p}.residual2"),
+            helper.make_node("LayerNormalization", [f"{p}.res", f"{p}.ln2_w", f"{p}.ln2_b"], [f"{p}.out"],
+                             axis=-1, epsilon=lay.ln2_eps, name=f"{p}.norm2"),
+        ]
+        x = f"{p}.out"
+    inits += [initializer("w_out", folded.w_out), initializer("b_out", folded.b_out)]
+    nodes.append(helper.make_node("Gemm", [x, "w_out", "b_out"], [PROJECTED_NAME], name=OUTPUT_NODE))
+    graph = helper.make_graph(nodes, "h2l_student_folded", [query_input(d)], [output(PROJECTED_NAME, d)], inits)
+    return make_model(graph, {**metadata, "h2l.role": "student", "h2l.folded": "true"})
+
+
+def make_unfolded_student_model(model: ProjectionTransformer, metadata: dict[str, str]) -> onnx.ModelProto:
+    """Export the literal torch graph with the dynamo exporter, scrubbed for byte-stable output.
+
+    The legacy exporter fails on TransformerEncoder's eval fast path, so this
+    uses ``dynamo=True``; node metadata (stack traces with absolute paths) and
+    doc strings are dropped, the identity metadata set like the folded graph.
+    """
+    import torch
+
+    d = model.config.dim
+    model = model.eval().to("cpu")
+    logging.getLogger("torch.onnx").setLevel(logging.ERROR)
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")
+        program = torch.onnx.export(
+            model, (torch.zeros(2, d),), dynamo=True, external_data=False, opset_version=OPSET,
+            input_names=[INPUT_NAME], output_names=[PROJECTED_NAME],
+            dynamic_shapes={"q": {0: torch.export.Dim(BATCH_DIM)}}, optimize=True, verbose=False)
+    proto = program.model_proto
+    scrub(proto)
+    proto.graph.name = "h2l_student_unfolded"
+    out = make_model(proto.graph, {**metadata, "h2l.role": "student", "h2l.folded": "false"})
+    out.opset_import.extend(o for o in proto.opset_import if o.domain)
+    out.functions.extend(proto.functions)
+    return out
+
+
+def scrub(proto: onnx.ModelProto) -> None:
+    """Remove run-specific text (stack traces, paths) from a model in place."""
+    proto.doc_string = ""
+    del proto.metadata_props[:]
+    graphs = [proto.graph] + [g for f in proto.functions for g in ()]
+    for g in graphs:
+        g.doc_string = ""
+        for node in g.node:
+            node.doc_string = ""
+            del node.metadata_props[:]
+        for vi in list(g.value_info) + list(g.input) + list(g.output):
+            vi.doc_string = ""
+            del vi.metadata_props[:]
+        for init in g.initializer:
+            init.doc_string = ""
+            del init.metadata_props[:]
+    for f in proto.functions:
+        f.doc_string = ""
+        for node in f.node:
+            node.doc_string = ""
+            del node.metadata_props[:]

@@ -1,0 +1,213 @@
+"""Check a bundle: integrity, I/O contract, golden vectors, export-vs-source and student-vs-teacher parity.
+
+Every check is run and recorded as a :class:`Check`; :func:`raise_for_failures`
+then raises once with every failure listed.  A parity failure is never a warning.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import onnx
+from onnx import numpy_helper
+
+from .bundle import Bundle, open_bundle
+from .errors import IntegrityError, ParityError, ProviderError
+from .exporters import INPUT_NAME, PROJECTED_NAME, WEIGHTS_NAME
+from .runtime import Runner, contract_diff, contract_of, cuda_status, make_runner
+from .teacher import check_queries, project_arrays
+
+BATCH_SIZES = (1, 3, 32)
+ATOL = {"cpu": 1e-5, "cuda": 1e-4}
+
+
+@dataclass(frozen=True)
+class Check:
+    model: str
+    provider: str
+    check: str
+    passed: bool
+    kind: str  # "integrity", "parity" or "info"
+    value: float | None = None
+    threshold: float | None = None
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class VerifyReport:
+    checks: tuple[Check, ...]
+    providers: tuple[str, ...]
+    skipped: tuple[tuple[str, str], ...] = ()
+    min_cosine: float = 0.98
+    summary: dict = field(default_factory=dict)
+
+    @property
+    def passed(self) -> bool:
+        return all(c.passed for c in self.checks)
+
+    def failures(self) -> list[Check]:
+        return [c for c in self.checks if not c.passed]
+
+    def to_dict(self) -> dict:
+        return {"passed": self.passed, "provider": ",".join(self.providers), "min_cosine": self.min_cosine,
+                "skipped": [{"provider": p, "reason": r} for p, r in self.skipped],
+                "summary": self.summary, "checks": [asdict(c) for c in self.checks]}
+
+
+def resolve_providers(provider: str) -> tuple[list[str], list[tuple[str, str]]]:
+    """cpu | cuda | auto | all → (providers to run, skipped with reasons); unusable CUDA when required raises."""
+    if provider not in ("cpu", "cuda", "auto", "all"):
+        raise ProviderError(f"unknown provider {provider!r}", "use cpu, cuda, auto or all")
+    ok, reason = cuda_status()
+    if provider in ("cuda", "all") and not ok:
+        raise ProviderError(f"--provider {provider} needs CUDA, which is unusable here: {reason}")
+    run = {"cpu": ["cpu"], "cuda": ["cuda"], "all": ["cpu", "cuda"], "auto": ["cpu"] + (["cuda"] if ok else [])}
+    skipped = [("cuda", reason)] if provider == "auto" and not ok else []
+    return run[provider], skipped
+
+
+def teacher_arrays(path) -> tuple[np.ndarray, np.ndarray]:
+    """The frozen keys (Ĉᵀ/τ) and answers read back from teacher.onnx: the numpy reference's inputs."""
+    try:
+        model = onnx.load(str(path))
+    except Exception as exc:  # noqa: BLE001 - any parse failure: not ONNX
+        raise IntegrityError(f"{path.name} is not a readable ONNX model ({type(exc).__name__})",
+                             "re-export the bundle") from None
+    inits = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+    if "keys" not in inits or "answers" not in inits:
+        raise IntegrityError(f"{path.name} lacks the keys/answers initializers of an h2l teacher",
+                             "re-export the bundle")
+    return inits["keys"], inits["answers"]
+
+
+def sampled_queries(keys: np.ndarray, temperature: float, n: int, seed: int) -> np.ndarray:
+    """Seeded queries around and between centroids (1–3 centroid mixes plus noise of norm 0.2–1.0)."""
+    rng = np.random.default_rng(seed)
+    c = (keys * temperature).T.astype(np.float64)
+    n_heads, d = c.shape
+    out = np.empty((n, d))
+    for i in range(n):
+        k = rng.integers(1, min(3, n_heads) + 1)
+        idx = rng.choice(n_heads, size=k, replace=False)
+        mix = rng.dirichlet(np.ones(k)) @ c[idx]
+        noise = rng.standard_normal(d)
+        out[i] = mix / np.linalg.norm(mix) + noise / np.linalg.norm(noise) * rng.uniform(0.2, 1.0)
+    return out.astype(np.float32)
+
+
+def _cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    num = (a.astype(np.float64) * b).sum(axis=1)
+    den = np.linalg.norm(a.astype(np.float64), axis=1) * np.linalg.norm(b.astype(np.float64), axis=1)
+    return num / np.maximum(den, 1e-30)
+
+
+def nearest_answer(x: np.ndarray, answers: np.ndarray) -> np.ndarray:
+    a = answers / np.linalg.norm(answers, axis=1, keepdims=True)
+    return np.argmax(x.astype(np.float64) @ a.T.astype(np.float64), axis=1)
+
+
+def fidelity(student: np.ndarray, teacher: np.ndarray, answers: np.ndarray) -> dict:
+    """Student-vs-teacher fidelity: mean/min/p5 cosine and top-1 nearest-answer agreement."""
+    cos = _cosine(student, teacher)
+    agree = nearest_answer(student, answers) == nearest_answer(teacher, answers)
+    return {"n": int(len(cos)), "mean_cosine": float(cos.mean()), "min_cosine": float(cos.min()),
+            "p5_cosine": float(np.percentile(cos, 5)), "top1_agreement": float(agree.mean())}
+
+
+def _max_abs(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.max(np.abs(a.astype(np.float64) - b))) if a.size else 0.0
+
+
+def _check_provider(bundle: Bundle, provider: str, sources: dict[str, np.ndarray], min_cosine: float,
+                    labels: np.ndarray | None, summary: dict) -> list[Check]:
+    checks: list[Check] = []
+    atol = ATOL[provider]
+    keys, answers = teacher_arrays(bundle.path(bundle.models["teacher"]["file"]))
+    runners: dict[str, Runner] = {}
+    for name, meta in bundle.models.items():
+        try:
+            runners[name] = make_runner(bundle.path(meta["file"]), provider)
+        except ProviderError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own types
+            raise IntegrityError(f"{meta['file']} does not load in onnxruntime ({str(exc).splitlines()[0][:160]})",
+                                 "re-export the bundle") from None
+        diff = contract_diff({"inputs": meta["inputs"], "outputs": meta["outputs"]},
+                             contract_of(runners[name].session))
+        checks.append(Check(name, provider, "io_contract", not diff, "integrity", detail="; ".join(diff)))
+        if diff:
+            return checks
+    golden = sources["golden"]
+    for name, runner in runners.items():
+        got = runner.run(golden)
+        for out_name in bundle.manifest["golden"]["outputs"].get(name, {}):
+            err = _max_abs(got[out_name], bundle.golden_output(name, out_name))
+            checks.append(Check(name, provider, f"golden:{out_name}", err <= atol, "parity", err, atol))
+    teacher_ref = {}
+    for src, q in sources.items():
+        ref_p, ref_w = project_arrays(q, keys, answers)
+        teacher_ref[src] = ref_p
+        for b in BATCH_SIZES:
+            got = runners["teacher"].run_batched(q, b)
+            err = max(_max_abs(got[PROJECTED_NAME], ref_p), _max_abs(got[WEIGHTS_NAME], ref_w))
+            checks.append(Check("teacher", provider, f"vs_numpy:{src}:batch{b}", err <= atol, "parity", err, atol))
+    if "student" in runners:
+        for src, q in sources.items():
+            outs = [runners["student"].run_batched(q, b)[PROJECTED_NAME] for b in BATCH_SIZES]
+            err = max(_max_abs(o, outs[0]) for o in outs[1:])
+            checks.append(Check("student", provider, f"batch_consistency:{src}", err <= atol, "parity", err, atol))
+            if src == "random":
+                continue  # isotropic noise far from every centroid: for export checks, not for the gate
+            fid = fidelity(outs[0], teacher_ref[src], answers)
+            summary.setdefault(provider, {})[src] = fid
+            checks.append(Check("student", provider, f"vs_teacher:{src}", fid["mean_cosine"] >= min_cosine,
+                                "parity", fid["mean_cosine"], min_cosine,
+                                f"mean {fid['mean_cosine']:.5f} min {fid['min_cosine']:.5f} p5 "
+                                f"{fid['p5_cosine']:.5f} top1 {fid['top1_agreement']:.1%} (n={fid['n']})"))
+    if labels is not None and "user" in sources:
+        q = sources["user"]
+        recall = {"teacher": float((nearest_answer(teacher_ref["user"], answers) == labels).mean())}
+        if "student" in runners:
+            recall["student"] = float((nearest_answer(runners["student"].run(q)[PROJECTED_NAME], answers)
+                                       == labels).mean())
+        for name, r in recall.items():
+            summary.setdefault(provider, {}).setdefault("recall_at_1", {})[name] = r
+            checks.append(Check(name, provider, "recall@1:user", True, "info", r, None,
+                                "nearest answer equals the query's cluster"))
+    return checks
+
+
+def verify_bundle(root, *, provider: str = "auto", min_cosine: float = 0.98, queries: np.ndarray | None = None,
+                  labels: np.ndarray | None = None, n_sampled: int = 256, seed: int = 0) -> VerifyReport:
+    """Run every check on every requested provider; never raises for a failed check (see raise_for_failures)."""
+    providers, skipped = resolve_providers(provider)
+    bundle = open_bundle(root)
+    d = bundle.manifest["teacher"]["dim"]
+    keys, _ = teacher_arrays(bundle.path(bundle.models["teacher"]["file"]))
+    rng = np.random.default_rng(seed)
+    sources = {"golden": check_queries(bundle.golden_inputs(), d, what="golden inputs"),
+               "sampled": sampled_queries(keys, bundle.manifest["teacher"]["temperature"], n_sampled, seed),
+               "random": rng.standard_normal((64, d)).astype(np.float32)}
+    if queries is not None:
+        sources["user"] = check_queries(queries, d, what="--queries")
+    summary: dict = {}
+    checks: list[Check] = []
+    for p in providers:
+        checks += _check_provider(bundle, p, sources, min_cosine, labels, summary)
+    return VerifyReport(tuple(checks), tuple(providers), tuple(skipped), min_cosine, summary)
+
+
+def raise_for_failures(report: VerifyReport) -> None:
+    """Raise once, listing every failure: IntegrityError if any contract failed, else ParityError."""
+    failed = report.failures()
+    if not failed:
+        return
+    lines = [f"{c.model}/{c.provider} {c.check}" + (f" = {c.value:.6g} (gate {c.threshold:g})"
+                                                     if c.value is not None and c.threshold is not None else "")
+             + (f" [{c.detail}]" if c.detail and c.kind == "integrity" else "") for c in failed]
+    if any(c.kind == "integrity" for c in failed):
+        raise IntegrityError("bundle contract check failed: " + "; ".join(lines), "re-export the bundle")
+    gate_fail = any(c.check.startswith("vs_teacher") for c in failed)
+    raise ParityError(lines, "distill longer (more --steps) and re-export" if gate_fail else
+                      "re-export the bundle; if it persists, report a bug")
