@@ -205,7 +205,7 @@ def distill(
     heads: Annotated[int, typer.Option("--heads", help="Attention heads H.")] = 4,
     layers: Annotated[int, typer.Option("--layers", help="Encoder layers L.")] = 2,
     ff_dim: Annotated[int, typer.Option("--ff-dim", help="Feed-forward width.")] = 512,
-    steps: Annotated[int, typer.Option("--steps", help="Optimizer steps (batches of fresh queries).")] = 1500,
+    steps: Annotated[int, typer.Option("--steps", help="Optimizer steps (batches of fresh queries).")] = 2000,
     batch_size: Annotated[int, typer.Option("--batch-size", help="Queries per step.")] = 1024,
     lr: Annotated[float, typer.Option("--lr", help="Peak AdamW learning rate.")] = 3e-3,
     cosine_weight: Annotated[float, typer.Option("--cosine-weight", help="λ in (1−λ)·MSE + λ·(1−cos).")] = 0.7,
@@ -344,6 +344,130 @@ def _print_report(report) -> None:
         out.print(f"skipped {p}: {reason}")
     _print_summary(report.summary)
     out.print("[green]verify passed[/]" if report.passed else f"[red]verify failed: {len(report.failures())} check(s)[/]")
+
+
+@app.command()
+@handled
+def bench(
+    bundle: Annotated[Optional[Path], typer.Argument(help="Bundle folder (omit with --sweep).")] = None,
+    sweep: Annotated[bool, typer.Option("--sweep", help="Synthetic teachers over --n instead of a bundle.")] = False,
+    n: Annotated[str, typer.Option("--n", help="Sweep: teacher sizes N.")] = "16,64,256,1024,4096",
+    d: Annotated[int, typer.Option("--d", help="Sweep: embedding dimension.")] = 384,
+    providers: Annotated[str, typer.Option("--providers", help="Any of cpu, cuda, torch.")] = "cpu,torch",
+    batch: Annotated[str, typer.Option("--batch", help="Batch sizes.")] = "1,32",
+    threads: Annotated[int, typer.Option("--threads", help="Pinned intra-op/torch/BLAS threads.")] = 1,
+    checkpoint: Annotated[Optional[Path], typer.Option("--checkpoint", help="Student .pt: adds torch eager, "
+                                                        "unfolded and int8 variants.")] = None,
+    quick: Annotated[bool, typer.Option("--quick", help="Short timings for tests and CI.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+    json_out: Annotated[Optional[Path], typer.Option("--out", help="Also write the JSON report here.")] = None,
+    plot: Annotated[Optional[Path], typer.Option("--plot", help="Sweep: write latency vs N as PNG.")] = None,
+) -> None:
+    """Time teacher and student variants (p50/p90/p99, pinned threads); --sweep finds the crossover N."""
+    from .bench_runs import bench_bundle, bench_sweep, plot_sweep
+
+    provs = {p.strip() for p in providers.split(",") if p.strip()}
+    unknown = provs - {"cpu", "cuda", "torch"}
+    if unknown:
+        raise InputError(f"unknown provider(s) {sorted(unknown)}", "use any of cpu, cuda, torch")
+    try:
+        batches = [int(b) for b in batch.split(",")]
+        ns = [int(x) for x in n.split(",")]
+    except ValueError:
+        raise InputError("--batch and --n take comma-separated integers", "e.g. --batch 1,32") from None
+    if "cuda" in provs:
+        from .runtime import cuda_status
+        from .errors import ProviderError
+
+        ok, reason = cuda_status()
+        if not ok:
+            raise ProviderError(f"--providers cuda, but CUDA is unusable here: {reason}", "drop cuda from --providers")
+    if sweep == (bundle is not None):
+        raise InputError("pass a bundle folder or --sweep (not both)", "see `h2l bench --help`")
+    if sweep:
+        report = bench_sweep(ns, dim=d, providers=provs, batches=batches, threads=threads, quick=quick)
+        if plot is not None:
+            plot_sweep(report, plot)
+    else:
+        report = bench_bundle(bundle, checkpoint=checkpoint, providers=provs, batches=batches, threads=threads,
+                              quick=quick)
+    if json_out is not None:
+        from .atomic import write_bytes_atomic
+
+        write_bytes_atomic(json_out, (json.dumps(report, indent=2, sort_keys=True) + "\n").encode())
+    if as_json:
+        emit_json(report)
+        return
+    _print_bench(report)
+
+
+def _print_bench(report: dict) -> None:
+    m = report["machine"]
+    out.print(f"{m['cpu']} · {m['threads']['intra_op']} thread(s) · onnxruntime {m['onnxruntime']} · torch {m['torch']}")
+    table = Table(title="median latency per call (µs); per query = p50 / batch")
+    cols = (["N"] if "ns" in report else []) + ["model", "variant", "provider", "batch", "p50", "p90", "p99",
+                                                  "per query", "queries/s"]
+    for c in cols:
+        table.add_column(c, justify="right")
+    for r in report["results"]:
+        table.add_row(*([str(r["n"])] if "ns" in report else []), r["model"], r["variant"], r["provider"],
+                      str(r["batch"]), f"{r['p50_us']:.1f}", f"{r['p90_us']:.1f}", f"{r['p99_us']:.1f}",
+                      f"{r['per_query_p50_us']:.2f}", f"{r['throughput_qps']:.0f}")
+    out.print(table)
+    if "crossover" in report:
+        for k, v in report["crossover"].items():
+            out.print(f"crossover {k}: " + (f"N ≈ {v['n']}" if v.get("n") else v.get("note", "none")))
+    if "floor" in report:
+        f = report["floor"]
+        out.print(f"floor: memory bandwidth {f['memory_bandwidth_gbs']} GB/s, float32 GEMM {f['gemm_gflops']} GFLOP/s")
+    if not report["cuda"]["usable"]:
+        out.print(f"cuda: skipped ({report['cuda']['reason']})")
+
+
+@app.command()
+@handled
+def demo(
+    out_dir: Annotated[Path, typer.Option("--out", help="Demo output folder.")] = Path("artifacts/demo"),
+    steps: Annotated[int, typer.Option("--steps", help="Distillation steps.")] = 800,
+    force: Annotated[bool, typer.Option("--force", help="Replace --out even if it is not a previous demo.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar.")] = False,
+) -> None:
+    """Run the whole pipeline on the shipped demo data: teacher, distill, export, verify, bench."""
+    from .demo import run_demo
+
+    res = run_demo(out_dir, steps=steps, force=force, log=lambda m: out.print(m, markup=False), quiet=quiet)
+    s = res.summary
+    out.print("")
+    out.print("[bold]summary[/]")
+    for k, v in s["fidelity_heldout"].items():
+        out.print(f"  student vs teacher on {v['n']} {k} queries it never saw: mean cos {v['mean_cosine']:.5f}, "
+                  f"min {v['min_cosine']:.5f}, top-1 agreement {v['top1_agreement']:.1%}")
+    lat = {(r["model"], r["variant"], r["batch"]): r for r in s["latency_us"]}
+    for key, label in ((("teacher", "numpy", 1), "teacher numpy"), (("teacher", "ort", 1), "teacher onnxruntime"),
+                       (("student", "ort_folded", 1), "student onnxruntime (folded)"),
+                       (("student", "torch_eager", 1), "student torch eager")):
+        if key in lat:
+            b32 = lat.get((key[0], key[1], 32))
+            out.print(f"  {label:30} {lat[key]['p50_us']:8.1f} µs/query"
+                      + (f", {b32['per_query_us']:.1f} µs/query at batch 32" if b32 else ""))
+    out.print(f"  at N = {s['n_heads']} the vectorized teacher is faster than any student on this CPU; "
+              "the student pays off only at large N (see docs/bench.md)")
+    out.print(f"  bundle: {s['bundle']} (manifest.json, teacher.onnx, student.onnx, golden/)")
+    out.print(f"  Rust:  H2L_BUNDLE={s['bundle']} ORT_DYLIB_PATH=$(h2l ort-lib) cargo run --manifest-path runtimes/rust/Cargo.toml --bin h2l-rs -- "
+              f"{s['bundle']}", markup=False)
+    out.print(f"  Go:    cd runtimes/go && ORT_DYLIB_PATH=$(h2l ort-lib) go run ./cmd/h2l-go {s['bundle']}", markup=False)
+
+
+@app.command("ort-lib")
+@handled
+def ort_lib() -> None:
+    """Print the path of the onnxruntime shared library the Python wheel ships (for ORT_DYLIB_PATH)."""
+    from .runtime import library_path
+
+    path = library_path()
+    if not path:
+        raise InputError("the installed onnxruntime wheel ships no shared library", "reinstall onnxruntime-gpu")
+    sys.stdout.write(path + "\n")
 
 
 def main() -> None:  # pragma: no cover - console script entry

@@ -1,0 +1,230 @@
+"""What ``h2l bench`` times: the variants of a bundle, and the synthetic sweep over N.
+
+Variants: teacher numpy (vectorized) and onnxruntime; student torch eager and
+onnxruntime folded, unfolded and int8; CUDA variants (onnxruntime CUDA EP with
+I/O binding, torch CUDA) only where CUDA really runs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from .bench import BENCH_SCHEMA, Timing, crossover, floor_us, machine_info, measure_floor, pin_threads, timing, to_json
+from .exporters import INPUT_NAME
+from .exporters._onnx_common import serialize
+from .exporters.onnx_student import make_folded_student_model, make_unfolded_student_model
+from .exporters.onnx_teacher import make_teacher_model
+from .exporters.quantize import make_int8_student_model
+from .runtime import cuda_status, make_runner
+from .student import ProjectionTransformer, StudentConfig, choose_arch, fold, macs
+from .synthetic import synthetic_teacher
+from .teacher import MultiHeadLDA, project_arrays
+from .verify import fidelity, sampled_queries
+
+Fn = Callable[[np.ndarray], object]
+
+
+def _ort(model_bytes: bytes, threads: int, opt_level: str = "all") -> Fn:
+    runner = make_runner(model_bytes, "cpu", threads=threads, opt_level=opt_level)
+    sess, name = runner.session, INPUT_NAME
+    return lambda q: sess.run(None, {name: q})
+
+
+def _ort_cuda_iobinding(model_bytes: bytes) -> Fn:
+    import onnxruntime as ort
+
+    runner = make_runner(model_bytes, "cuda")
+    sess = runner.session
+    outs = [o.name for o in sess.get_outputs()]
+
+    def run(q: np.ndarray):
+        binding = sess.io_binding()
+        binding.bind_ortvalue_input(INPUT_NAME, ort.OrtValue.ortvalue_from_numpy(q, "cuda", 0))
+        for o in outs:
+            binding.bind_output(o, "cuda")
+        sess.run_with_iobinding(binding)
+        binding.synchronize_outputs()
+        return binding
+    return run
+
+
+def _torch(model: ProjectionTransformer, device: str) -> Fn:
+    import torch
+
+    m = model.to(device).eval()
+
+    def run(q: np.ndarray):
+        with torch.inference_mode():
+            out = m(torch.from_numpy(q).to(device))
+            if device == "cuda":
+                torch.cuda.synchronize()
+            return out
+    return run
+
+
+def variants(teacher: MultiHeadLDA, model: ProjectionTransformer | None, *, threads: int, providers: set[str],
+             int8: bool = True, unfolded: bool = True) -> dict[tuple[str, str, str], Fn]:
+    """(model, variant, provider) → callable on a (batch, d) float32 array."""
+    keys, answers = teacher.keys, teacher.answers
+    out: dict[tuple[str, str, str], Fn] = {("teacher", "numpy", "cpu"): lambda q: project_arrays(q, keys, answers)}
+    t_bytes = serialize(make_teacher_model(teacher), "teacher.onnx")
+    cuda_ok = "cuda" in providers and cuda_status()[0]
+    if "cpu" in providers:
+        out[("teacher", "ort", "cpu")] = _ort(t_bytes, threads)
+    if cuda_ok:
+        out[("teacher", "ort_iobinding", "cuda")] = _ort_cuda_iobinding(t_bytes)
+    if model is None:
+        return out
+    folded = make_folded_student_model(fold(model), {})
+    if "torch" in providers:
+        out[("student", "torch_eager", "cpu")] = _torch(model, "cpu")
+    if "cpu" in providers:
+        out[("student", "ort_folded", "cpu")] = _ort(serialize(folded, "s"), threads)
+        if unfolded:
+            out[("student", "ort_unfolded", "cpu")] = _ort(serialize(make_unfolded_student_model(model, {}), "u"),
+                                                            threads)
+        if int8:
+            out[("student", "ort_int8", "cpu")] = _ort(serialize(make_int8_student_model(folded), "q"), threads)
+    if cuda_ok:
+        out[("student", "ort_folded_iobinding", "cuda")] = _ort_cuda_iobinding(serialize(folded, "s"))
+        import torch
+
+        if torch.cuda.is_available():
+            out[("student", "torch_eager", "cuda")] = _torch(model, "cuda")
+    return out
+
+
+def run_variants(fns: dict, dim: int, batches: list[int], quick: bool, seed: int = 0) -> list[Timing]:
+    rng = np.random.default_rng(seed)
+    res = []
+    for batch in batches:
+        q = np.ascontiguousarray(rng.standard_normal((batch, dim)), np.float32)
+        for (model, variant, provider), fn in fns.items():
+            res.append(timing(model, variant, provider, batch, lambda: fn(q),
+                              min_time=0.05 if quick else 0.5, warmup=5 if quick else 30))
+    return res
+
+
+def _fidelity_of_variants(teacher: MultiHeadLDA, model: ProjectionTransformer, threads: int) -> dict:
+    """Student-vs-teacher fidelity of each shippable graph on seeded near-centroid queries."""
+    q = sampled_queries(teacher.keys, teacher.temperature, 512, 0)
+    ref, _ = teacher.project(q)
+    folded = make_folded_student_model(fold(model), {})
+    out = {}
+    for name, proto in (("ort_folded", folded), ("ort_int8", make_int8_student_model(folded)),
+                        ("ort_int8_with_output", make_int8_student_model(folded, include_output=True))):
+        data = serialize(proto, name)
+        got = make_runner(data, "cpu", threads=threads).run(q)["projected_embedding"]
+        out[name] = {**fidelity(got, ref, teacher.answers), "bytes": len(data)}
+    return out
+
+
+def bench_bundle(root: Path, *, checkpoint: Path | None, providers: set[str], batches: list[int], threads: int,
+                 quick: bool) -> dict:
+    """Time a bundle's teacher and (with ``checkpoint``) every student variant."""
+    from .bundle import open_bundle
+    from .checkpoint import load_checkpoint
+    from .errors import InputError
+    from .verify import teacher_arrays
+
+    bundle = open_bundle(root)
+    keys, answers = teacher_arrays(bundle.path(bundle.models["teacher"]["file"]))
+    t = bundle.manifest["teacher"]
+    cents = (keys * t["temperature"]).T
+    from .teacher import make_teacher
+
+    teacher = make_teacher(cents, answers, t["temperature"], t["cluster_ids"], name=bundle.manifest["name"])
+    model = None
+    if checkpoint is not None:
+        ck = load_checkpoint(checkpoint)
+        if "student" in bundle.models and ck.config.to_dict() != bundle.models["student"].get("architecture"):
+            raise InputError("--checkpoint does not match the bundle's student architecture",
+                             "pass the checkpoint the bundle was exported from")
+        model = ck.model()
+    with pin_threads(threads):
+        fns = variants(teacher, model, threads=threads, providers=providers)
+        if model is None and "student" in bundle.models:
+            fns[("student", "ort_bundle", "cpu")] = _ort(bundle.path(bundle.models["student"]["file"]).read_bytes(),
+                                                          threads)
+        timings = run_variants(fns, teacher.dim, batches, quick)
+        report = {"schema": BENCH_SCHEMA, "machine": machine_info(threads), "bundle": str(root),
+                  "n_heads": teacher.n_heads, "dim": teacher.dim, "results": to_json(timings),
+                  "cuda": dict(zip(("usable", "reason"), cuda_status()))}
+        if not quick:
+            report["floor"] = measure_floor(threads)
+        if model is not None and not quick:
+            report["fidelity"] = _fidelity_of_variants(teacher, model, threads)
+    return report
+
+
+def bench_sweep(ns: list[int], *, dim: int, providers: set[str], batches: list[int], threads: int,
+                quick: bool, seed: int = 0) -> dict:
+    """Synthetic teachers at each N with students sized by ``h2l arch`` (untrained: timing only)."""
+    import torch
+
+    rows = []
+    with pin_threads(threads):
+        floor = measure_floor(threads)
+        for n in ns:
+            arch = choose_arch(n, dim)
+            teacher = synthetic_teacher(n, dim, seed=seed)
+            torch.manual_seed(seed)
+            model = ProjectionTransformer(StudentConfig(dim, arch.heads, arch.layers)).eval()
+            fns = variants(teacher, model, threads=threads, providers=providers, unfolded=not quick)
+            for t in run_variants(fns, dim, batches, quick):
+                rows.append({"n": n, "heads": arch.heads, "layers": arch.layers, **t.__dict__})
+    report = {"schema": BENCH_SCHEMA, "machine": machine_info(threads), "dim": dim, "ns": ns, "floor": floor,
+              "results": rows, "cuda": dict(zip(("usable", "reason"), cuda_status()))}
+    report["crossover"] = sweep_crossovers(rows, ns, batches)
+    d = dim
+    report["floor_per_n"] = {str(n): floor_us(4 * (choose_arch(n, d).layers * (d * d + 2 * d * 512) + d * d),
+                                              macs(d, choose_arch(n, d).layers, 512, True), floor) for n in ns}
+    return report
+
+
+
+def sweep_crossovers(rows: list[dict], ns: list[int], batches: list[int]) -> dict:
+    out = {}
+    for batch in batches:
+        med = {}
+        for r in rows:
+            if r["batch"] == batch:
+                med.setdefault((r["model"], r["variant"], r["provider"]), {})[r["n"]] = r["p50_us"]
+        teacher_best = [min(v[n] for (m, _, p), v in med.items() if m == "teacher" and p == "cpu") for n in ns]
+        for (m, variant, p), v in med.items():
+            if m == "student":
+                out[f"batch{batch}:{variant}:{p}"] = crossover(ns, teacher_best, [v[n] for n in ns])
+    return out
+
+
+def plot_sweep(report: dict, path: Path) -> None:
+    import io
+
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from .atomic import write_bytes_atomic
+
+    batches = sorted({r["batch"] for r in report["results"]})
+    fig, axes = plt.subplots(1, len(batches), figsize=(6 * len(batches), 4.2), squeeze=False)
+    for ax, batch in zip(axes[0], batches):
+        series: dict[str, list[tuple[int, float]]] = {}
+        for r in report["results"]:
+            if r["batch"] == batch:
+                series.setdefault(f"{r['model']} {r['variant']} ({r['provider']})", []).append((r["n"], r["p50_us"]))
+        for label, pts in sorted(series.items()):
+            xs, ys = zip(*sorted(pts))
+            ax.plot(xs, ys, marker="o", linestyle="--" if label.startswith("teacher") else "-", label=label)
+        ax.set(xscale="log", yscale="log", xlabel="teacher heads N", ylabel="median latency per call (µs)",
+               title=f"batch {batch}, d = {report['dim']}, {report['machine']['threads']['intra_op']} thread(s)")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100, metadata={"Software": None})
+    plt.close(fig)
+    write_bytes_atomic(Path(path), buf.getvalue())

@@ -1,0 +1,86 @@
+"""``h2l demo``: the whole road on the data h2l ships, in a few minutes on 2 CPU cores.
+
+Q-A text (bicycle help desk, written for h2l, with precomputed MiniLM
+embeddings so no embedder is needed) → teacher → distilled student → export →
+verify (CPU, and CUDA when it really runs) → a short bench → a summary of
+fidelity on held-out queries, latency, files, and how Rust and Go load them.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+from .errors import OutputError
+
+MARKER = "demo-summary.json"
+
+
+@dataclass(frozen=True)
+class DemoResult:
+    out: Path
+    summary: dict
+
+
+def demo_data() -> tuple[Path, Path]:
+    root = resources.files("h2l.data").joinpath("demo")
+    return Path(str(root.joinpath("bike_qa.json"))), Path(str(root.joinpath("bike_qa.embeddings.npz")))
+
+
+def prepare_out(out: Path, force: bool) -> None:
+    """A previous demo folder (it holds demo-summary.json) is replaced; anything else needs --force."""
+    if out.exists():
+        if not (out / MARKER).is_file() and not force:
+            raise OutputError(f"{out} exists and is not a previous demo output", "pass --force or another --out")
+        shutil.rmtree(out)
+    out.mkdir(parents=True)
+
+
+def run_demo(out: Path, *, steps: int = 800, force: bool = False, log=print, quiet: bool = False) -> DemoResult:
+    from .bench import pin_threads
+    from .bench_runs import run_variants, variants
+    from .distill.train import TrainConfig, distill
+    from .embed import cached_embedder, load_cache
+    from .export import export_onnx
+    from .importers.qa import build_teacher, parse_qa_files, retrieval_quality
+    from .teacher import save_npz
+    from .verify import raise_for_failures, verify_bundle
+
+    out = Path(out)
+    prepare_out(out, force)
+    qa, cache = demo_data()
+    log(f"[1/5] teacher from {qa.name} (precomputed all-MiniLM-L6-v2 embeddings)")
+    clusters = parse_qa_files([qa])
+    teacher = build_teacher(clusters, cached_embedder(load_cache(cache)), temperature=0.1, holdout_per_cluster=2,
+                            seed=0, name="bike_helpdesk")
+    save_npz(teacher, out / "teacher.npz")
+    quality = retrieval_quality(teacher, teacher.queries.heldout, teacher.queries.heldout_labels)
+    log(f"      N = {teacher.n_heads} clusters, {len(teacher.queries.train)} training / "
+        f"{len(teacher.queries.heldout)} held-out queries; Recall@1 plain cosine "
+        f"{quality['plain_cosine']['recall_at_1']:.1%}, projection {quality['projection']['recall_at_1']:.1%}")
+    log(f"[2/5] distilling a student ({steps} steps of 1024 fresh teacher-labelled queries)")
+    res = distill(teacher, out / "student.pt", config=TrainConfig(steps=steps), quiet=quiet)
+    log("[3/5] exporting teacher.onnx + student.onnx (folded) and verifying on CPU")
+    bundle = out / "bundle"
+    export_onnx(teacher, bundle, student=out / "student.pt")
+    log("[4/5] verify (CPU; CUDA too when it really runs)")
+    report = verify_bundle(bundle, provider="auto")
+    raise_for_failures(report)
+    log("[5/5] short bench (1 thread)")
+    with pin_threads(1):
+        fns = variants(teacher, res.checkpoint.model(), threads=1, providers={"cpu", "torch"}, unfolded=False)
+        timings = run_variants(fns, teacher.dim, [1, 32], quick=True)
+    summary = {
+        "bundle": str(bundle.resolve()), "teacher": str(out / "teacher.npz"), "student": str(out / "student.pt"),
+        "n_heads": teacher.n_heads, "dim": teacher.dim, "retrieval_heldout": quality,
+        "distill_wall_seconds": res.report["wall_seconds"], "fidelity_heldout": res.checkpoint.metrics["final"],
+        "verify": {"passed": report.passed, "providers": list(report.providers),
+                   "skipped": [list(s) for s in report.skipped], "summary": report.summary},
+        "latency_us": [{"model": t.model, "variant": t.variant, "provider": t.provider, "batch": t.batch,
+                        "p50_us": t.p50_us, "per_query_us": t.per_query_p50_us} for t in timings],
+    }
+    (out / MARKER).write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
+    return DemoResult(out, summary)
