@@ -23,7 +23,7 @@ class Timing:
     variant: str  # numpy, ort, ort_folded, ort_unfolded, ort_int8, torch_eager, ...
     provider: str  # cpu | cuda: what actually ran
     batch: int
-    n: int  # calls timed
+    calls: int  # calls timed
     p50_us: float
     p90_us: float
     p99_us: float

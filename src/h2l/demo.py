@@ -9,11 +9,11 @@ fidelity on held-out queries, latency, files, and how Rust and Go load them.
 from __future__ import annotations
 
 import json
-import shutil
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
+from .atomic import staged_dir
 from .errors import OutputError
 
 MARKER = "demo-summary.json"
@@ -30,16 +30,23 @@ def demo_data() -> tuple[Path, Path]:
     return Path(str(root.joinpath("bike_qa.json"))), Path(str(root.joinpath("bike_qa.embeddings.npz")))
 
 
-def prepare_out(out: Path, force: bool) -> None:
+def may_replace(out: Path, force: bool) -> bool:
     """A previous demo folder (it holds demo-summary.json) is replaced; anything else needs --force."""
-    if out.exists():
-        if not (out / MARKER).is_file() and not force:
-            raise OutputError(f"{out} exists and is not a previous demo output", "pass --force or another --out")
-        shutil.rmtree(out)
-    out.mkdir(parents=True)
+    if out.exists() and not (out / MARKER).is_file() and not force:
+        raise OutputError(f"{out} exists and is not a previous demo output", "pass --force or another --out")
+    return out.exists()
 
 
 def run_demo(out: Path, *, steps: int = 800, force: bool = False, log=print, quiet: bool = False) -> DemoResult:
+    out = Path(out)
+    if not out.parent.exists():
+        out.parent.mkdir(parents=True)
+    with staged_dir(out, may_replace(out, force)) as stage:  # all or nothing, like export
+        summary = _run(stage, out, steps=steps, log=log, quiet=quiet)
+    return DemoResult(out, summary)
+
+
+def _run(stage: Path, out: Path, *, steps: int, log, quiet: bool) -> dict:
     from .bench import pin_threads
     from .bench_runs import run_variants, variants
     from .distill.train import TrainConfig, distill
@@ -49,23 +56,21 @@ def run_demo(out: Path, *, steps: int = 800, force: bool = False, log=print, qui
     from .teacher import save_npz
     from .verify import raise_for_failures, verify_bundle
 
-    out = Path(out)
-    prepare_out(out, force)
     qa, cache = demo_data()
     log(f"[1/5] teacher from {qa.name} (precomputed all-MiniLM-L6-v2 embeddings)")
     clusters = parse_qa_files([qa])
     teacher = build_teacher(clusters, cached_embedder(load_cache(cache)), temperature=0.1, holdout_per_cluster=2,
                             seed=0, name="bike_helpdesk")
-    save_npz(teacher, out / "teacher.npz")
+    save_npz(teacher, stage / "teacher.npz")
     quality = retrieval_quality(teacher, teacher.queries.heldout, teacher.queries.heldout_labels)
     log(f"      N = {teacher.n_heads} clusters, {len(teacher.queries.train)} training / "
         f"{len(teacher.queries.heldout)} held-out queries; Recall@1 plain cosine "
         f"{quality['plain_cosine']['recall_at_1']:.1%}, projection {quality['projection']['recall_at_1']:.1%}")
     log(f"[2/5] distilling a student ({steps} steps of 1024 fresh teacher-labelled queries)")
-    res = distill(teacher, out / "student.pt", config=TrainConfig(steps=steps), quiet=quiet)
+    res = distill(teacher, stage / "student.pt", config=TrainConfig(steps=steps), quiet=quiet)
     log("[3/5] exporting teacher.onnx + student.onnx (folded) and verifying on CPU")
-    bundle = out / "bundle"
-    export_onnx(teacher, bundle, student=out / "student.pt")
+    bundle = stage / "bundle"
+    export_onnx(teacher, bundle, student=stage / "student.pt")
     log("[4/5] verify (CPU; CUDA too when it really runs)")
     report = verify_bundle(bundle, provider="auto")
     raise_for_failures(report)
@@ -74,7 +79,8 @@ def run_demo(out: Path, *, steps: int = 800, force: bool = False, log=print, qui
         fns = variants(teacher, res.checkpoint.model(), threads=1, providers={"cpu", "torch"}, unfolded=False)
         timings = run_variants(fns, teacher.dim, [1, 32], quick=True)
     summary = {
-        "bundle": str(bundle.resolve()), "teacher": str(out / "teacher.npz"), "student": str(out / "student.pt"),
+        "bundle": str((out / "bundle").resolve()), "teacher": str(out / "teacher.npz"),
+        "student": str(out / "student.pt"),
         "n_heads": teacher.n_heads, "dim": teacher.dim, "retrieval_heldout": quality,
         "distill_wall_seconds": res.report["wall_seconds"], "fidelity_heldout": res.checkpoint.metrics["final"],
         "verify": {"passed": report.passed, "providers": list(report.providers),
@@ -82,5 +88,5 @@ def run_demo(out: Path, *, steps: int = 800, force: bool = False, log=print, qui
         "latency_us": [{"model": t.model, "variant": t.variant, "provider": t.provider, "batch": t.batch,
                         "p50_us": t.p50_us, "per_query_us": t.per_query_p50_us} for t in timings],
     }
-    (out / MARKER).write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
-    return DemoResult(out, summary)
+    (stage / MARKER).write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
+    return summary

@@ -8,7 +8,6 @@ as an uninterrupted run of the same seed.
 
 from __future__ import annotations
 
-import copy
 import math
 import sys
 import time
@@ -246,8 +245,7 @@ def write_report(out: Path, report: dict) -> None:
 
     from ..atomic import write_bytes_atomic
 
-    base = out.with_name(out.name + ".report")
-    write_bytes_atomic(base.with_suffix(".json"),
+    write_bytes_atomic(out.with_name(out.name + ".report.json"),
                        (json.dumps(report, indent=2, sort_keys=True, default=float) + "\n").encode())
     import io
 
@@ -269,8 +267,5 @@ def write_report(out: Path, report: dict) -> None:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=100, metadata={"Software": None})
     plt.close(fig)
-    write_bytes_atomic(base.with_suffix(".png"), buf.getvalue())
+    write_bytes_atomic(out.with_name(out.name + ".report.png"), buf.getvalue())
 
-
-def copy_state(model: torch.nn.Module) -> dict:  # pragma: no cover - kept for API symmetry
-    return copy.deepcopy(model.state_dict())

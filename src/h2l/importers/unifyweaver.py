@@ -7,6 +7,7 @@ read-only, ``.npy`` loaded with ``allow_pickle=False``.
 
 from __future__ import annotations
 
+import json
 import re
 import sqlite3
 from pathlib import Path
@@ -126,8 +127,17 @@ def import_npy_dir(folder: str | Path, temperature: float, mh_id: int | None = N
     else:
         raise InputError(f"{folder} holds no head files",
                          "name them mh_{id}_cluster_{cid}_{centroid|answer}.npy or centroid_{id}.npy/answer_emb_{id}.npy")
+    order = sorted(groups, key=_sort_key)
+    meta = folder / "teacher.json"  # written by `h2l export --format npy`: keeps the original head order
+    if meta.is_file():
+        try:
+            ids = [str(i) for i in json.loads(meta.read_text())["cluster_ids"]]
+        except (ValueError, KeyError, TypeError):
+            raise InputError(f"{meta} is not valid h2l teacher metadata", "remove it or re-export") from None
+        if sorted(ids) == sorted(order):
+            order = ids
     heads = []
-    for cid in sorted(groups, key=_sort_key):
+    for cid in order:
         g = groups[cid]
         for kind in ("centroid", "answer"):
             if kind not in g:

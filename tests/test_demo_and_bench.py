@@ -1,0 +1,73 @@
+"""The main job (h2l demo) and h2l bench in --quick mode: real runs, asserted on structure, not timings."""
+
+import json
+
+import pytest
+
+from h2l.bench import crossover
+from h2l.cli import app
+
+
+@pytest.mark.slow
+def test_demo_runs_end_to_end_and_reruns(tmp_path, runner):
+    out = tmp_path / "demo"
+    r = runner.invoke(app, ["demo", "--out", str(out), "--steps", "200", "--quiet"])
+    assert r.exit_code == 0, r.output
+    for step in ("[1/5]", "[2/5]", "[3/5]", "[4/5]", "[5/5]", "summary", "Rust:", "Go:"):
+        assert step in r.stdout
+    s = json.loads((out / "demo-summary.json").read_text())
+    assert s["verify"]["passed"] and (out / "bundle" / "manifest.json").is_file()
+    assert {(x["model"], x["variant"]) for x in s["latency_us"]} >= {("teacher", "numpy"), ("student", "ort_folded")}
+    r = runner.invoke(app, ["demo", "--out", str(out), "--steps", "200", "--quiet"])  # a previous demo is replaced
+    assert r.exit_code == 0, r.output
+
+
+def test_demo_refuses_foreign_folder(tmp_path, runner):
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "keep.txt").write_text("x")
+    r = runner.invoke(app, ["demo", "--out", str(tmp_path / "mine")])
+    assert r.exit_code == 4 and "not a previous demo output" in r.stderr
+    assert (tmp_path / "mine" / "keep.txt").exists()
+
+
+def test_bench_bundle_quick_json(tmp_path, runner, small_teacher):
+    from h2l.export import export_onnx
+
+    export_onnx(small_teacher, tmp_path / "b")
+    r = runner.invoke(app, ["bench", str(tmp_path / "b"), "--quick", "--json", "--out", str(tmp_path / "r.json")])
+    assert r.exit_code == 0, r.output
+    doc = json.loads(r.stdout)
+    assert doc == json.loads((tmp_path / "r.json").read_text())
+    assert doc["schema"] == "h2l-bench/1" and doc["machine"]["threads"]["intra_op"] == 1
+    variants = {(x["model"], x["variant"], x["batch"]) for x in doc["results"]}
+    assert {("teacher", "numpy", 1), ("teacher", "ort", 32)} <= variants
+    assert all(x["p50_us"] <= x["p90_us"] <= x["p99_us"] for x in doc["results"])
+
+
+@pytest.mark.slow
+def test_bench_sweep_quick_with_plot(tmp_path, runner):
+    r = runner.invoke(app, ["bench", "--sweep", "--n", "8,32", "--d", "32", "--quick", "--json",
+                            "--plot", str(tmp_path / "s.png")])
+    assert r.exit_code == 0, r.output
+    doc = json.loads(r.stdout)
+    assert doc["ns"] == [8, 32] and "batch1:ort_folded:cpu" in doc["crossover"]
+    assert {x["variant"] for x in doc["results"]} >= {"numpy", "ort", "torch_eager", "ort_folded", "ort_int8"}
+    assert (tmp_path / "s.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_bench_rejects_bad_arguments(runner, tmp_path):
+    assert runner.invoke(app, ["bench"]).exit_code == 3
+    r = runner.invoke(app, ["bench", "--sweep", "--providers", "tpu"])
+    assert r.exit_code == 3 and "unknown provider" in r.stderr
+
+
+def test_crossover_interpolates():
+    assert crossover([10, 100], [1.0, 10.0], [5.0, 5.0])["between"] == [10, 100]
+    assert crossover([10, 100], [1.0, 2.0], [5.0, 5.0])["n"] is None
+    assert crossover([10, 100], [9.0, 9.0], [5.0, 5.0])["n"] == 10
+
+
+def test_failed_demo_leaves_nothing(tmp_path, runner):
+    r = runner.invoke(app, ["demo", "--out", str(tmp_path / "d"), "--steps", "2", "--quiet"])
+    assert r.exit_code == 6 and "parity failed" in r.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == []

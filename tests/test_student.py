@@ -1,0 +1,94 @@
+"""ProjectionTransformer, the (H, L) rule, exact folding, reproducible student export bytes."""
+
+import hashlib
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+import torch
+
+from h2l.cli import app
+from h2l.errors import InputError
+from h2l.exporters._onnx_common import check, serialize
+from h2l.exporters.onnx_student import make_folded_student_model, make_unfolded_student_model
+from h2l.student import (ProjectionTransformer, StudentConfig, arch_candidates, choose_arch, fold, param_count,
+                         torch_forward)
+
+from conftest import rand_queries
+
+
+def test_seed_architecture_parameter_count():
+    m = ProjectionTransformer(StudentConfig(384))
+    n = sum(p.numel() for p in m.parameters())
+    assert n == param_count(384, 2, 512) == 2_269_696  # the seed's "2.27 M"
+
+
+@pytest.mark.parametrize("n, expect", [(216, (6, 3)), (30, (6, 2)), (64, (8, 2)), (16, (4, 2)), (256, (8, 3)),
+                                       (1024, (6, 4)), (2, (2, 1)), (8, (8, 1))])
+def test_arch_rule(n, expect):
+    c = choose_arch(n, 384)
+    assert (c.heads, c.layers) == expect
+    assert c.heads ** c.layers >= n and 384 % c.heads == 0
+
+
+def test_arch_uses_integer_powers_not_logs():
+    import math
+
+    assert math.ceil(math.log(216) / math.log(6)) == 4  # the seed's float bug
+    six = [c for c in arch_candidates(216, 384) if c.heads == 6][0]
+    assert six.layers == 3 and six.capacity == 216
+
+
+def test_arch_prefers_four_on_ties_and_fewest_layers():
+    cands = arch_candidates(16, 384)
+    assert (cands[0].heads, cands[0].layers) == (4, 2)  # 4² = 16 exactly; 2⁴ needs more layers
+    assert [c.layers for c in cands] == sorted(c.layers for c in cands)
+    with pytest.raises(InputError, match="reaches N = 1000000000") as exc:
+        arch_candidates(10**9, 384, max_layers=3)
+    assert "fix: raise --max-heads" in exc.value.one_line()
+
+
+def test_cli_arch_prints_candidates(runner):
+    r = runner.invoke(app, ["arch", "216"])
+    assert r.exit_code == 0 and "--heads 6 --layers 3" in r.stdout and "MACs" in r.stdout
+
+
+@pytest.mark.parametrize("normalize", [True, False])
+def test_fold_is_exact(normalize):
+    torch.manual_seed(1)
+    m = ProjectionTransformer(StudentConfig(64, heads=4, layers=3, ff_dim=96, normalize_input=normalize))
+    with torch.no_grad():
+        for p in m.parameters():
+            p.add_(0.05 * torch.randn_like(p))  # move away from init so the fold has something to do
+    q = rand_queries(17, 64)
+    ref = torch_forward(m, q)
+    f = fold(m)
+    assert len(f.layers) == 3 and f.layers[0].w_attn.shape == (64, 64)
+    assert np.abs(f.forward(q) - ref).max() < 1e-5
+    s = ort.InferenceSession(serialize(make_folded_student_model(f, {}), "s"), providers=["CPUExecutionProvider"])
+    assert np.abs(s.run(None, {"query_embedding": q})[0] - ref).max() < 1e-4
+
+
+def test_folded_graph_has_no_attention_and_is_valid():
+    m = ProjectionTransformer(StudentConfig(32, heads=4, layers=2, ff_dim=48))
+    proto = make_folded_student_model(fold(m), {"h2l.name": "x"})
+    check(proto)
+    ops = [n.op_type for n in proto.graph.node]
+    assert "Softmax" not in ops and ops.count("Gemm") == 2 * 3 + 1
+
+
+def test_unfolded_export_is_single_file_reproducible_and_equal():
+    torch.manual_seed(2)
+    m = ProjectionTransformer(StudentConfig(32, heads=4, layers=2, ff_dim=48)).eval()
+    a = serialize(make_unfolded_student_model(m, {"h2l.name": "x"}), "s")
+    b = serialize(make_unfolded_student_model(m, {"h2l.name": "x"}), "s")
+    assert hashlib.sha256(a).hexdigest() == hashlib.sha256(b).hexdigest()
+    assert b"/work" not in a and b"site-packages" not in a and b"stack_trace" not in a
+    q = rand_queries(5, 32)
+    s = ort.InferenceSession(a, providers=["CPUExecutionProvider"])
+    assert np.abs(s.run(None, {"query_embedding": q})[0] - torch_forward(m, q)).max() < 1e-4
+
+
+def test_heads_must_divide_dim():
+    with pytest.raises(InputError, match="does not divide d = 30"):
+        ProjectionTransformer(StudentConfig(30, heads=4))
