@@ -87,8 +87,38 @@ def test_resume_matches_uninterrupted(tmp_path, small_teacher):
 def test_resume_refuses_other_config(tmp_path, small_teacher):
     p = tmp_path / "p.pt"
     distill(small_teacher, p, student=SMALL, config=tiny_cfg(), quiet=True, stop_after=10)
-    with pytest.raises(InputError, match="another teacher, architecture or config"):
+    with pytest.raises(InputError, match="another teacher, architecture, queries or config"):
         distill(small_teacher, p, student=SMALL, config=tiny_cfg(lr=1e-3), quiet=True, resume=True)
+    extra = np.random.default_rng(0).standard_normal((10, 32)).astype(np.float32)
+    with pytest.raises(InputError, match="another teacher, architecture, queries or config"):
+        distill(small_teacher, p, student=SMALL, config=tiny_cfg(), queries=extra, quiet=True, resume=True)
+
+
+def test_resume_of_a_finished_run_returns_it_unchanged(tmp_path, small_teacher):
+    p = tmp_path / "s.pt"
+    done = distill(small_teacher, p, student=SMALL, config=tiny_cfg(), quiet=True)
+    before = p.read_bytes()
+    again = distill(small_teacher, p, student=SMALL, config=tiny_cfg(), quiet=True, resume=True)
+    assert p.read_bytes() == before and again.checkpoint.metrics == done.checkpoint.metrics
+
+
+def test_export_refuses_an_unfinished_checkpoint(tmp_path, small_teacher):
+    from h2l.export import export_onnx
+
+    p = tmp_path / "s.pt"
+    distill(small_teacher, p, student=SMALL, config=tiny_cfg(), quiet=True, stop_after=10)
+    with pytest.raises(InputError, match="unfinished \\(interrupted\\) distillation") as exc:
+        export_onnx(small_teacher, tmp_path / "b", student=p)
+    assert "--resume" in exc.value.one_line() and not (tmp_path / "b").exists()
+
+
+def test_selection_uses_sampled_validation_and_reports_heldout(tmp_path, small_teacher):
+    res = distill(small_teacher, tmp_path / "s.pt", student=SMALL, config=tiny_cfg(), quiet=True)
+    m = res.checkpoint.metrics
+    h = res.checkpoint.history
+    assert m["selection"] == "val_sampled_cosine"
+    assert m["best_step"] == h["step"][int(np.argmax(h["val_sampled_cosine"]))]
+    assert set(m["final"]) == {"sampled", "heldout"}
 
 
 def test_checkpoint_is_self_describing_and_writes_report(tmp_path, small_teacher):
@@ -116,7 +146,7 @@ def test_distill_export_verify_end_to_end(tmp_path, runner):
     r = runner.invoke(app, ["distill", str(tmp_path / "t.npz"), "--out", str(tmp_path / "s.pt"), "--steps", "300",
                             "--batch-size", "512", "--ff-dim", "128", "--quiet"])
     assert r.exit_code == 0, r.output
-    assert "heldout  queries (never trained on" in r.stdout
+    assert "held-out real queries (never trained on" in r.stdout
     r = runner.invoke(app, ["export", "--teacher", str(tmp_path / "t.npz"), "--student", str(tmp_path / "s.pt"),
                             "--out", str(tmp_path / "b")])
     assert r.exit_code == 0, r.output

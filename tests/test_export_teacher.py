@@ -91,3 +91,16 @@ def test_opset_and_ir_are_conservative(small_teacher):
     m = make_teacher_model(small_teacher)
     assert m.ir_version == 8 and m.opset_import[0].version == 18
     assert onnx.helper.printable_graph(m.graph)  # parses back
+
+
+def test_teacher_over_2gib_is_refused_before_building(tmp_path):
+    from h2l.errors import OutputError
+    from h2l.teacher import make_teacher
+
+    n, d = 700_000, 384  # 2 × 1.07 GB of float32
+    c = np.broadcast_to(np.float32(1.0), (n, d))
+    t = make_teacher(np.ones((1, d), np.float32), np.ones((1, d), np.float32), 0.1)
+    object.__setattr__(t, "centroids", c)  # a stand-in of the right size; nothing is built
+    with pytest.raises(OutputError, match="would be 2.00 GiB, over ONNX's 2 GiB single-file limit"):
+        export_onnx(t, tmp_path / "b")
+    assert not (tmp_path / "b").exists()

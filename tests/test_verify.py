@@ -1,6 +1,5 @@
 """h2l verify: integrity, contract, parity gates, providers, exit codes (real sessions, real files)."""
 
-import hashlib
 import json
 
 import numpy as np
@@ -12,21 +11,13 @@ from h2l.cli import app
 from h2l.export import export_onnx
 from h2l.runtime import cuda_status
 
+from conftest import rehash
+
 
 @pytest.fixture
 def bundle(tmp_path, small_teacher):
     export_onnx(small_teacher, tmp_path / "b")
     return tmp_path / "b"
-
-
-def rehash(bundle, rel):
-    """Update the manifest's sha256/size for ``rel`` so only the content check can catch a change."""
-    m = json.loads((bundle / "manifest.json").read_text())
-    data = (bundle / rel).read_bytes()
-    for e in m["files"]:
-        if e["path"] == rel:
-            e["sha256"], e["bytes"] = hashlib.sha256(data).hexdigest(), len(data)
-    (bundle / "manifest.json").write_text(json.dumps(m))
 
 
 def test_cli_verify_passes_and_prints_table(runner, bundle):

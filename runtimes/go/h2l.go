@@ -84,34 +84,40 @@ type Manifest struct {
 }
 
 var (
-	libOnce sync.Once
-	libErr  error
+	libMu   sync.Mutex
 	libPath string
 )
 
-// SetLibraryPath chooses the onnxruntime shared library before the first Open (default: $ORT_DYLIB_PATH).
-func SetLibraryPath(p string) { libPath = p }
+// SetLibraryPath chooses the onnxruntime shared library before the first successful Open
+// (default: $ORT_DYLIB_PATH). After a failed load it may be called again.
+func SetLibraryPath(p string) {
+	libMu.Lock()
+	defer libMu.Unlock()
+	libPath = p
+}
 
+// initRuntime loads onnxruntime once per process; a failed load is retried on the next Open.
 func initRuntime() error {
-	libOnce.Do(func() {
-		p := libPath
-		if p == "" {
-			p = os.Getenv("ORT_DYLIB_PATH")
-		}
-		if p == "" {
-			libErr = wrap(ErrLibrary, "ORT_DYLIB_PATH is not set (point it at libonnxruntime.so.1.x)")
-			return
-		}
-		if st, err := os.Stat(p); err != nil || st.IsDir() {
-			libErr = wrap(ErrLibrary, "%s: no such file (set ORT_DYLIB_PATH to libonnxruntime.so.1.x)", p)
-			return
-		}
-		ort.SetSharedLibraryPath(p)
-		if err := ort.InitializeEnvironment(); err != nil {
-			libErr = wrap(ErrLibrary, "%s: %v", p, err)
-		}
-	})
-	return libErr
+	libMu.Lock()
+	defer libMu.Unlock()
+	if ort.IsInitialized() {
+		return nil
+	}
+	p := libPath
+	if p == "" {
+		p = os.Getenv("ORT_DYLIB_PATH")
+	}
+	if p == "" {
+		return wrap(ErrLibrary, "ORT_DYLIB_PATH is not set (point it at libonnxruntime.so.1.x)")
+	}
+	if st, err := os.Stat(p); err != nil || st.IsDir() {
+		return wrap(ErrLibrary, "%s: no such file (set ORT_DYLIB_PATH to libonnxruntime.so.1.x)", p)
+	}
+	ort.SetSharedLibraryPath(p)
+	if err := ort.InitializeEnvironment(); err != nil {
+		return wrap(ErrLibrary, "%s: %v", p, err)
+	}
+	return nil
 }
 
 // Model is one model of a bundle (teacher or student) with its checked session.
@@ -294,6 +300,9 @@ func openModel(dir, name string, e ModelEntry, dim int) (*Model, error) {
 	if !contractEqual(gotIn, e.Inputs) || !contractEqual(gotOut, e.Outputs) {
 		return nil, wrap(ErrContract, "%s: session %v -> %v disagrees with manifest %v -> %v", name, gotIn, gotOut, e.Inputs, e.Outputs)
 	}
+	if len(ins) != 1 || len(ins[0].Dimensions) != 2 || ins[0].Dimensions[1] != int64(dim) {
+		return nil, wrap(ErrContract, "%s: expected one [batch, %d] input, got %v", name, dim, gotIn)
+	}
 	outNames := make([]string, len(outs))
 	for i, o := range outs {
 		outNames[i] = o.Name
@@ -357,7 +366,11 @@ func (b *Bundle) Model(name string) *Model { return b.models[name] }
 func (b *Bundle) Path(rel string) (string, error) { return SafePath(b.Root, rel) }
 
 // Project runs one query (dim floats) or a batch (batch*dim floats, row-major).
+// Calling it on a nil *Model (e.g. Student() of a teacher-only bundle) returns ErrInput.
 func (m *Model) Project(q []float32) (*Projection, error) {
+	if m == nil {
+		return nil, wrap(ErrInput, "no such model in this bundle (Student() is nil for a teacher-only bundle)")
+	}
 	if len(q) == 0 || len(q)%m.dim != 0 {
 		return nil, wrap(ErrInput, "%d floats is not a whole number of %d-dimensional queries", len(q), m.dim)
 	}
@@ -377,11 +390,17 @@ func (m *Model) Project(q []float32) (*Projection, error) {
 	if err := m.session.Run([]ort.Value{in}, outs); err != nil {
 		return nil, wrap(ErrRuntime, "%v", err)
 	}
+	defer func() {
+		for _, v := range outs {
+			if v != nil {
+				v.Destroy()
+			}
+		}
+	}()
 	res := &Projection{Batch: batch}
 	for i, v := range outs {
 		t, ok := v.(*ort.Tensor[float32])
 		if !ok {
-			v.Destroy()
 			return nil, wrap(ErrRuntime, "output %s is not float32", m.outputs[i])
 		}
 		vals := append([]float32(nil), t.GetData()...)
@@ -391,7 +410,6 @@ func (m *Model) Project(q []float32) (*Projection, error) {
 		case "routing_weights":
 			res.RoutingWeights = vals
 		}
-		v.Destroy()
 	}
 	return res, nil
 }

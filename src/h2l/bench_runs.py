@@ -90,11 +90,17 @@ def variants(teacher: MultiHeadLDA, model: ProjectionTransformer | None, *, thre
             out[("student", "ort_int8", "cpu")] = _ort(serialize(make_int8_student_model(folded), "q"), threads)
     if cuda_ok:
         out[("student", "ort_folded_iobinding", "cuda")] = _ort_cuda_iobinding(serialize(folded, "s"))
-        import torch
+    if "cuda" in providers and torch_cuda():
+        import copy
 
-        if torch.cuda.is_available():
-            out[("student", "torch_eager", "cuda")] = _torch(model, "cuda")
+        out[("student", "torch_eager", "cuda")] = _torch(copy.deepcopy(model), "cuda")
     return out
+
+
+def torch_cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
 
 
 def run_variants(fns: dict, dim: int, batches: list[int], quick: bool, seed: int = 0) -> list[Timing]:

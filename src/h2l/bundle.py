@@ -21,7 +21,6 @@ from pathlib import Path, PurePosixPath
 
 import numpy as np
 
-from .atomic import write_bytes_atomic
 from .errors import IntegrityError, InputError
 
 SCHEMA_VERSION = 1
@@ -37,23 +36,8 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
-def npy_bytes(arr: np.ndarray) -> bytes:
-    """Little-endian float32 .npy bytes (version 1.0 header), what Rust and Go read."""
-    import io
-
-    buf = io.BytesIO()
-    np.lib.format.write_array(buf, np.ascontiguousarray(arr, "<f4"), version=(1, 0), allow_pickle=False)
-    return buf.getvalue()
-
-
 def json_bytes(obj: object) -> bytes:
     return (json.dumps(obj, indent=2, sort_keys=True, allow_nan=False) + "\n").encode()
-
-
-def write_file(root: Path, rel: str, data: bytes) -> None:
-    path = root / rel
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_bytes_atomic(path, data)
 
 
 def file_entries(root: Path) -> list[dict]:
@@ -83,6 +67,10 @@ def validate_manifest(doc: dict, where: str = MANIFEST) -> None:
                              "re-export the bundle with this h2l version, or upgrade h2l")
     validator = jsonschema.Draft202012Validator(schema())
     errors = sorted(validator.iter_errors(doc), key=lambda e: list(e.absolute_path))
+    for e in errors:  # a path outside the bundle is a security refusal: say so plainly
+        if e.validator == "pattern" and e.schema.get("pattern") == schema()["$defs"]["relpath"]["pattern"]:
+            raise IntegrityError(f"manifest names file {e.instance!r}, which is not a plain relative path",
+                                 "the manifest was tampered with; re-export the bundle")
     if errors:
         msgs = [f"{'/'.join(map(str, e.absolute_path)) or '<root>'}: {e.message}" for e in errors[:5]]
         raise IntegrityError(f"{where} does not match the manifest schema ({'; '.join(msgs)})", "re-export the bundle")
@@ -91,8 +79,8 @@ def validate_manifest(doc: dict, where: str = MANIFEST) -> None:
 def safe_path(root: Path, rel: str) -> Path:
     """Resolve a manifest path inside ``root``; absolute paths, '..' and escaping symlinks are refused."""
     pure = PurePosixPath(rel)
-    if not rel or pure.is_absolute() or "\\" in rel or any(part in ("..", "") for part in pure.parts) \
-            or rel.startswith("/"):
+    if not isinstance(rel, str) or "\\" in rel or rel.startswith("/") \
+            or any(part in ("", ".", "..") for part in rel.split("/")):
         raise IntegrityError(f"manifest names file {rel!r}, which is not a plain relative path",
                              "the manifest was tampered with; re-export the bundle")
     full = root.joinpath(*pure.parts)

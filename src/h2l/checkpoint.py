@@ -6,6 +6,7 @@ object is refused, never executed.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import pickle
 from dataclasses import dataclass
@@ -50,11 +51,21 @@ def save_checkpoint(path: str | Path, ckpt: StudentCheckpoint) -> None:
 
 def load_checkpoint(path: str | Path) -> StudentCheckpoint:
     """Read a checkpoint safely; every problem is an InputError naming the file."""
+    return load_checkpoint_with_sha(path)[0]
+
+
+def load_checkpoint_with_sha(path: str | Path) -> tuple[StudentCheckpoint, str]:
+    """The checkpoint and the sha256 of the very bytes it was read from (one read, no race)."""
     path = Path(path)
     if not path.is_file():
         raise InputError(f"student checkpoint {path} does not exist", "run `h2l distill` first or fix --student")
+    data = path.read_bytes()
+    return _parse(data, path), hashlib.sha256(data).hexdigest()
+
+
+def _parse(data: bytes, path: Path) -> StudentCheckpoint:
     try:
-        doc = torch.load(path, map_location="cpu", weights_only=True)
+        doc = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         raise InputError(f"student checkpoint {path} holds objects outside plain tensors and numbers, refused "
                          f"(not executed): {str(exc).splitlines()[0][:120]}",

@@ -17,13 +17,15 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from .cli_render import out, print_bench, print_demo_summary, print_report, print_summary
+
+from .atomic import check_output_file
 from .errors import EXIT_INTERRUPTED, H2LError, InputError
 
 app = typer.Typer(name="h2l", help="Distil multi-head LDA routing teachers into students; ship both as ONNX.",
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
 teacher_app = typer.Typer(help="Import, build and inspect teachers.", no_args_is_help=True)
 app.add_typer(teacher_app, name="teacher")
-out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
@@ -51,6 +53,12 @@ class Format(str, Enum):
     npy = "npy"
 
 
+class Device(str, Enum):
+    cpu = "cpu"
+    cuda = "cuda"
+    auto = "auto"
+
+
 class Provider(str, Enum):
     cpu = "cpu"
     cuda = "cuda"
@@ -76,7 +84,7 @@ def teacher_import(
 
     if (lda_db is None) == (npy_dir is None):
         raise InputError("pass exactly one of --lda-db or --npy-dir", "see `h2l teacher import --help`")
-    _check_out_file(out_path, force)
+    check_output_file(out_path, force)
     if lda_db is not None:
         teacher = import_lda_db(lda_db, 1 if mh_id is None else mh_id)
     else:
@@ -85,15 +93,6 @@ def teacher_import(
         teacher = import_npy_dir(npy_dir, temperature, mh_id)
     save_npz(teacher, out_path)
     out.print(f"wrote {out_path}: N = {teacher.n_heads}, d = {teacher.dim}, τ = {teacher.temperature:g}")
-
-
-def _check_out_file(path: Path, force: bool) -> None:
-    from .errors import OutputError
-
-    if path.exists() and not force:
-        raise OutputError(f"output {path} already exists", "pass --force to replace it, or choose another --out")
-    if not path.parent.resolve().is_dir():
-        raise OutputError(f"folder {path.parent} does not exist", "create it first")
 
 
 @teacher_app.command("info")
@@ -139,7 +138,7 @@ def teacher_build(
     from .importers.qa import build_teacher, parse_qa_files, retrieval_quality
     from .teacher import save_npz
 
-    _check_out_file(out_path, force)
+    check_output_file(out_path, force)
     clusters = parse_qa_files(qa, model=model)
     cache = load_cache(embeddings) if embeddings is not None else None
     teacher = build_teacher(clusters, cached_embedder(cache, model, progress=not as_json), temperature=temperature,
@@ -214,7 +213,7 @@ def distill(
     eval_every: Annotated[int, typer.Option("--eval-every", help="Steps between validations.")] = 50,
     patience: Annotated[int, typer.Option("--patience", help="Validations without gain before stopping.")] = 10,
     seed: Annotated[int, typer.Option("--seed", help="Seed of weights and the query stream.")] = 0,
-    device: Annotated[str, typer.Option("--device", help="cpu, cuda or auto.")] = "cpu",
+    device: Annotated[Device, typer.Option("--device", help="Where torch trains.")] = Device.cpu,
     resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted run at --out.")] = False,
     force: Annotated[bool, typer.Option("--force", help="Replace an existing --out.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar (CI logs).")] = False,
@@ -230,7 +229,7 @@ def distill(
 
     t = load_npz(teacher)
     if not resume:
-        _check_out_file(out_path, force)
+        check_output_file(out_path, force)
     try:
         shares = [float(x) for x in mix.split(",")]
         assert len(shares) == 3
@@ -240,15 +239,17 @@ def distill(
     cfg = TrainConfig(steps=steps, batch_size=batch_size, lr=lr, cosine_weight=cosine_weight, eval_every=eval_every,
                       patience=patience, seed=seed, mix=SamplerMix(*shares))
     res = run_distill(t, out_path, student=StudentConfig(t.dim, heads, layers, ff_dim), config=cfg, queries=q,
-                      device=device, resume=resume, quiet=quiet or as_json)
+                      device=device.value, resume=resume, quiet=quiet or as_json)
     final = res.checkpoint.metrics["final"]
     if as_json:
         emit_json({"checkpoint": str(out_path), "wall_seconds": res.report["wall_seconds"], "final": final})
         return
     out.print(f"wrote {out_path} in {res.report['wall_seconds']:.0f} s (report: {out_path}.report.json, .png)")
+    labels = {"heldout": "held-out real queries (never trained on, not used to choose)",
+              "sampled": "validation queries (sampled, used to choose the checkpoint)"}
     for k, v in final.items():
-        out.print(f"  {k:8} queries (never trained on, n={v['n']}): mean cos {v['mean_cosine']:.5f}, "
-                  f"min {v['min_cosine']:.5f}, p5 {v['p5_cosine']:.5f}, top-1 agreement {v['top1_agreement']:.1%}")
+        out.print(f"  {labels[k]}, n={v['n']}: mean cos {v['mean_cosine']:.5f}, min {v['min_cosine']:.5f}, "
+                  f"p5 {v['p5_cosine']:.5f}, top-1 agreement {v['top1_agreement']:.1%}")
 
 
 # ------------------------------------------------------------------ export / verify
@@ -287,17 +288,7 @@ def export(
     out.print(f"wrote bundle {res.out}")
     for entry in res.manifest["files"]:
         out.print(f"  {entry['path']:44} {entry['bytes']:>10} B  sha256 {entry['sha256'][:16]}…", markup=False)
-    _print_summary(res.manifest["verification"].get("summary", {}))
-
-
-def _print_summary(summary: dict) -> None:
-    for provider, srcs in summary.items():
-        for src, fid in srcs.items():
-            if src == "recall_at_1":
-                out.print(f"  recall@1 [{provider}] " + ", ".join(f"{k} {v:.1%}" for k, v in fid.items()))
-                continue
-            out.print(f"  student vs teacher [{provider}, {src}]: mean cos {fid['mean_cosine']:.5f}, "
-                      f"min {fid['min_cosine']:.5f}, top-1 agreement {fid['top1_agreement']:.1%}")
+    print_summary(res.manifest["verification"].get("summary", {}))
 
 
 @app.command()
@@ -318,7 +309,7 @@ def verify(
     if as_json:
         emit_json(report.to_dict())
     else:
-        _print_report(report)
+        print_report(report)
     raise_for_failures(report)
 
 
@@ -326,24 +317,6 @@ def _load_queries(path: Path, bundle: Path):
     from .queries import load_query_file
 
     return load_query_file(path, bundle)
-
-
-def _print_report(report) -> None:
-    table = Table(title="h2l verify", show_lines=False)
-    for col in ("model", "provider", "check", "value", "gate", "result"):
-        table.add_column(col)
-    for c in report.checks:
-        val = "" if c.value is None else (f"{c.value:.6f}" if c.check.startswith(("vs_teacher", "recall"))
-                                          else f"{c.value:.2e}")
-        gate = "" if c.threshold is None else (f"≥ {c.threshold:g}" if c.check.startswith("vs_teacher")
-                                               else f"≤ {c.threshold:g}")
-        res = "info" if c.kind == "info" else ("[green]pass[/]" if c.passed else "[red]FAIL[/]")
-        table.add_row(c.model, c.provider, c.check, val, gate, res)
-    out.print(table)
-    for p, reason in report.skipped:
-        out.print(f"skipped {p}: {reason}")
-    _print_summary(report.summary)
-    out.print("[green]verify passed[/]" if report.passed else f"[red]verify failed: {len(report.failures())} check(s)[/]")
 
 
 @app.command()
@@ -376,12 +349,14 @@ def bench(
     except ValueError:
         raise InputError("--batch and --n take comma-separated integers", "e.g. --batch 1,32") from None
     if "cuda" in provs:
-        from .runtime import cuda_status
+        from .bench_runs import torch_cuda
         from .errors import ProviderError
+        from .runtime import cuda_status
 
         ok, reason = cuda_status()
-        if not ok:
-            raise ProviderError(f"--providers cuda, but CUDA is unusable here: {reason}", "drop cuda from --providers")
+        if not ok and not torch_cuda():
+            raise ProviderError(f"--providers cuda, but CUDA is unusable here: {reason}; torch sees no GPU either",
+                                "drop cuda from --providers")
     if sweep == (bundle is not None):
         raise InputError("pass a bundle folder or --sweep (not both)", "see `h2l bench --help`")
     if sweep:
@@ -398,30 +373,7 @@ def bench(
     if as_json:
         emit_json(report)
         return
-    _print_bench(report)
-
-
-def _print_bench(report: dict) -> None:
-    m = report["machine"]
-    out.print(f"{m['cpu']} · {m['threads']['intra_op']} thread(s) · onnxruntime {m['onnxruntime']} · torch {m['torch']}")
-    table = Table(title="median latency per call (µs); per query = p50 / batch")
-    cols = (["N"] if "ns" in report else []) + ["model", "variant", "provider", "batch", "p50", "p90", "p99",
-                                                  "per query", "queries/s"]
-    for c in cols:
-        table.add_column(c, justify="right")
-    for r in report["results"]:
-        table.add_row(*([str(r["n"])] if "ns" in report else []), r["model"], r["variant"], r["provider"],
-                      str(r["batch"]), f"{r['p50_us']:.1f}", f"{r['p90_us']:.1f}", f"{r['p99_us']:.1f}",
-                      f"{r['per_query_p50_us']:.2f}", f"{r['throughput_qps']:.0f}")
-    out.print(table)
-    if "crossover" in report:
-        for k, v in report["crossover"].items():
-            out.print(f"crossover {k}: " + (f"N ≈ {v['n']}" if v.get("n") else v.get("note", "none")))
-    if "floor" in report:
-        f = report["floor"]
-        out.print(f"floor: memory bandwidth {f['memory_bandwidth_gbs']} GB/s, float32 GEMM {f['gemm_gflops']} GFLOP/s")
-    if not report["cuda"]["usable"]:
-        out.print(f"cuda: skipped ({report['cuda']['reason']})")
+    print_bench(report)
 
 
 @app.command()
@@ -436,26 +388,7 @@ def demo(
     from .demo import run_demo
 
     res = run_demo(out_dir, steps=steps, force=force, log=lambda m: out.print(m, markup=False), quiet=quiet)
-    s = res.summary
-    out.print("")
-    out.print("[bold]summary[/]")
-    for k, v in s["fidelity_heldout"].items():
-        out.print(f"  student vs teacher on {v['n']} {k} queries it never saw: mean cos {v['mean_cosine']:.5f}, "
-                  f"min {v['min_cosine']:.5f}, top-1 agreement {v['top1_agreement']:.1%}")
-    lat = {(r["model"], r["variant"], r["batch"]): r for r in s["latency_us"]}
-    for key, label in ((("teacher", "numpy", 1), "teacher numpy"), (("teacher", "ort", 1), "teacher onnxruntime"),
-                       (("student", "ort_folded", 1), "student onnxruntime (folded)"),
-                       (("student", "torch_eager", 1), "student torch eager")):
-        if key in lat:
-            b32 = lat.get((key[0], key[1], 32))
-            out.print(f"  {label:30} {lat[key]['p50_us']:8.1f} µs/query"
-                      + (f", {b32['per_query_us']:.1f} µs/query at batch 32" if b32 else ""))
-    out.print(f"  at N = {s['n_heads']} the vectorized teacher is faster than any student on this CPU; "
-              "the student pays off only at large N (see docs/bench.md)")
-    out.print(f"  bundle: {s['bundle']} (manifest.json, teacher.onnx, student.onnx, golden/)")
-    out.print(f"  Rust:  H2L_BUNDLE={s['bundle']} ORT_DYLIB_PATH=$(h2l ort-lib) cargo run --manifest-path runtimes/rust/Cargo.toml --bin h2l-rs -- "
-              f"{s['bundle']}", markup=False)
-    out.print(f"  Go:    cd runtimes/go && ORT_DYLIB_PATH=$(h2l ort-lib) go run ./cmd/h2l-go {s['bundle']}", markup=False)
+    print_demo_summary(res.summary)
 
 
 @app.command("ort-lib")
@@ -472,3 +405,7 @@ def ort_lib() -> None:
 
 def main() -> None:  # pragma: no cover - console script entry
     app()
+
+
+if __name__ == "__main__":  # python -m h2l.cli (used by tests that need a real process)
+    main()

@@ -39,10 +39,17 @@ def may_replace(out: Path, force: bool) -> bool:
 
 def run_demo(out: Path, *, steps: int = 800, force: bool = False, log=print, quiet: bool = False) -> DemoResult:
     out = Path(out)
-    if not out.parent.exists():
-        out.parent.mkdir(parents=True)
-    with staged_dir(out, may_replace(out, force)) as stage:  # all or nothing, like export
-        summary = _run(stage, out, steps=steps, log=log, quiet=quiet)
+    replace = may_replace(out, force)
+    made = [p for p in reversed(out.absolute().parents) if not p.exists()]
+    for p in made:  # e.g. artifacts/ on a fresh checkout; removed again if the demo fails
+        p.mkdir()
+    try:
+        with staged_dir(out, replace) as stage:  # all or nothing, like export
+            summary = _run(stage, out, steps=steps, log=log, quiet=quiet)
+    except BaseException:
+        for p in reversed(made):
+            p.rmdir()
+        raise
     return DemoResult(out, summary)
 
 

@@ -8,7 +8,6 @@ Any failure or interrupt before the rename leaves no bundle.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,12 +16,12 @@ import numpy as np
 import onnx
 
 from . import __version__
-from .atomic import staged_dir
-from .bundle import GOLDEN_INPUTS, MANIFEST, SCHEMA_VERSION, file_entries, json_bytes, npy_bytes, write_file
-from .checkpoint import StudentCheckpoint, load_checkpoint
+from .atomic import check_output_dir, npy_bytes, staged_dir, write_file
+from .bundle import GOLDEN_INPUTS, MANIFEST, SCHEMA_VERSION, file_entries, json_bytes
+from .checkpoint import StudentCheckpoint, load_checkpoint_with_sha
 from .errors import InputError, ParityError
 from .exporters import PROJECTED_NAME
-from .exporters._onnx_common import check, serialize
+from .exporters._onnx_common import check, check_size, serialize
 from .exporters.onnx_student import make_folded_student_model, make_unfolded_student_model
 from .exporters.onnx_teacher import make_teacher_model
 from .runtime import make_runner
@@ -47,16 +46,18 @@ def contract(model: onnx.ModelProto) -> dict:
     return {"inputs": [one(v) for v in model.graph.input], "outputs": [one(v) for v in model.graph.output]}
 
 
-def golden_queries(teacher: MultiHeadLDA, seed: int = 0) -> np.ndarray:
-    """Up to 8 stored (held-out first) queries, 3 near-centroid samples, 2 random vectors and a zero vector."""
+def golden_queries(teacher: MultiHeadLDA, seed: int = 0) -> tuple[np.ndarray, list[str]]:
+    """(inputs, kind of each row): up to 8 stored (held-out first) queries, 3 near-centroid samples,
+    2 isotropic random vectors and a zero vector."""
     rows = []
     if teacher.queries is not None:
         rows = [*teacher.queries.heldout[:8]]
         rows += [*teacher.queries.train[: 8 - len(rows)]]
+    kinds = ["stored"] * len(rows) + ["sampled"] * 3 + ["random"] * 2 + ["zero"]
     rng = np.random.default_rng(seed)
     rows += [*sampled_queries(teacher.keys, teacher.temperature, 3, seed)]
     rows += [*rng.standard_normal((2, teacher.dim)).astype(np.float32), np.zeros(teacher.dim, np.float32)]
-    return np.stack(rows).astype(np.float32)
+    return np.stack(rows).astype(np.float32), kinds
 
 
 def _student_model(ckpt: StudentCheckpoint, teacher: MultiHeadLDA, fold_graph: bool, ckpt_sha: str,
@@ -103,16 +104,20 @@ def export_onnx(teacher: MultiHeadLDA, out: str | Path, *, student: str | Path |
                 force: bool = False, min_cosine: float = 0.98, seed: int = 0) -> ExportResult:
     """Write a verified bundle to ``out``; raises (leaving no bundle) on any failed check."""
     out = Path(out)
+    check_output_dir(out, force)  # fail fast, before any graph is built
+    check_size(2 * teacher.centroids.nbytes + 4096, "teacher.onnx")  # before building 2 GiB of protobuf
     t_proto = make_teacher_model(teacher)
     check(t_proto)
     files = {"teacher.onnx": serialize(t_proto, "teacher.onnx")}
     models = {"teacher": {"file": "teacher.onnx", "role": "teacher", "opset": t_proto.opset_import[0].version,
                           "ir_version": t_proto.ir_version, **contract(t_proto)}}
-    golden = golden_queries(teacher, seed)
+    golden, golden_kinds = golden_queries(teacher, seed)
     ckpt = None
     if student is not None:
-        ckpt = load_checkpoint(student)
-        ckpt_sha = hashlib.sha256(Path(student).read_bytes()).hexdigest()
+        ckpt, ckpt_sha = load_checkpoint_with_sha(student)
+        if not ckpt.complete:
+            raise InputError(f"student checkpoint {student} is from an unfinished (interrupted) distillation",
+                             f"finish it with `h2l distill ... --out {student} --resume`")
         probe = np.concatenate([golden, sampled_queries(teacher.keys, teacher.temperature, 61, seed + 1)])
         files["student.onnx"], models["student"] = _student_model(ckpt, teacher, fold_graph, ckpt_sha, probe)
     with staged_dir(out, force) as stage:
@@ -137,7 +142,7 @@ def export_onnx(teacher: MultiHeadLDA, out: str | Path, *, student: str | Path |
                         "cluster_ids": list(teacher.cluster_ids), "embedding_model": teacher.embedding_model,
                         "sha256": teacher.fingerprint()},
             "models": models,
-            "golden": {"inputs": GOLDEN_INPUTS, "outputs": golden_map, "atol": GOLDEN_ATOL},
+            "golden": {"inputs": GOLDEN_INPUTS, "outputs": golden_map, "atol": GOLDEN_ATOL, "rows": golden_kinds},
             "files": [], "versions": versions(),
             "verification": {"passed": False, "provider": "pending", "min_cosine": min_cosine, "checks": []},
         }

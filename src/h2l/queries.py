@@ -6,7 +6,6 @@ cluster ids become labels, so verify can report Recall@1 of both models.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -28,11 +27,11 @@ def load_query_file(path: Path, bundle: Path | None = None, *, embedding_model: 
     if path.suffix not in (".json", ".jsonl"):
         raise InputError(f"query file {path} is not .npy, .json or .jsonl", "pass embeddings (.npy) or Q-A text")
     if bundle is not None:
-        mpath = Path(bundle) / "manifest.json"
-        if mpath.is_file():
-            doc = json.loads(mpath.read_text())
-            embedding_model = embedding_model or doc["teacher"]["embedding_model"]
-            cluster_ids = cluster_ids or doc["teacher"]["cluster_ids"]
+        from .bundle import open_bundle
+
+        doc = open_bundle(bundle, check_hashes=False).manifest  # validated; verify re-checks the hashes
+        embedding_model = embedding_model or doc["teacher"]["embedding_model"]
+        cluster_ids = cluster_ids or doc["teacher"]["cluster_ids"]
     if not embedding_model:
         raise InputError("the teacher records no embedding model, so Q-A text cannot be embedded for it",
                          "pass --queries as a .npy of embeddings")

@@ -80,23 +80,30 @@ def cuda_status() -> tuple[bool, str]:
     """(usable, reason): tries a one-node session on the CUDA EP and checks what it got."""
     if CUDA not in ort.get_available_providers():
         return False, f"this onnxruntime build ({ort.__version__}) has no CUDA provider; install onnxruntime-gpu"
+    ort.set_default_logger_severity(4)  # the failed CUDA load is reported by us, not by ORT's logger
+    try:
+        return _probe_cuda()
+    finally:
+        ort.set_default_logger_severity(2)  # onnxruntime's default (warning)
+
+
+def _probe_cuda() -> tuple[bool, str]:
+    import contextlib
+    import io
+
     from onnx import TensorProto, helper
 
-    g = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "probe",
-                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
-                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])])
-    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 18)])
-    m.ir_version = 8
-    ort.set_default_logger_severity(4)  # the failed CUDA load is reported by us, not by ORT's logger
     if hasattr(ort, "preload_dlls"):  # CUDA/cuDNN from the nvidia-* wheels, when present
-        import contextlib
-        import io
-
         with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
             try:
                 ort.preload_dlls()
             except Exception:  # noqa: BLE001 - missing wheels surface below as a fallback
                 pass
+    g = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "probe",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 18)])
+    m.ir_version = 8
     try:
         sess = ort.InferenceSession(m.SerializeToString(), session_options(), providers=[CUDA, CPU])
     except Exception as exc:  # noqa: BLE001 - any failure means "not usable"

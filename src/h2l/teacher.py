@@ -8,6 +8,7 @@ the pre-scaled keys, a max-shifted softmax, one matmul with the answers).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import zipfile
@@ -68,7 +69,7 @@ class MultiHeadLDA:
     def dim(self) -> int:
         return int(self.centroids.shape[1])
 
-    @property
+    @functools.cached_property
     def keys(self) -> np.ndarray:
         """Ĉᵀ/τ as float32 (d, N): the matrix both numpy and ONNX multiply by."""
         c = self.centroids.astype(np.float64)

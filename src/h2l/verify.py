@@ -14,7 +14,8 @@ from onnx import numpy_helper
 
 from .bundle import Bundle, open_bundle
 from .errors import IntegrityError, ParityError, ProviderError
-from .exporters import INPUT_NAME, PROJECTED_NAME, WEIGHTS_NAME
+from .exporters import PROJECTED_NAME, WEIGHTS_NAME
+from .metrics import fidelity, nearest_answer
 from .runtime import Runner, contract_diff, contract_of, cuda_status, make_runner
 from .teacher import check_queries, project_arrays
 
@@ -59,6 +60,8 @@ def resolve_providers(provider: str) -> tuple[list[str], list[tuple[str, str]]]:
     """cpu | cuda | auto | all → (providers to run, skipped with reasons); unusable CUDA when required raises."""
     if provider not in ("cpu", "cuda", "auto", "all"):
         raise ProviderError(f"unknown provider {provider!r}", "use cpu, cuda, auto or all")
+    if provider == "cpu":
+        return ["cpu"], []  # no CUDA probe: export verifies on CPU and must not touch GPU libraries
     ok, reason = cuda_status()
     if provider in ("cuda", "all") and not ok:
         raise ProviderError(f"--provider {provider} needs CUDA, which is unusable here: {reason}")
@@ -96,34 +99,14 @@ def sampled_queries(keys: np.ndarray, temperature: float, n: int, seed: int) -> 
     return out.astype(np.float32)
 
 
-def _cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    num = (a.astype(np.float64) * b).sum(axis=1)
-    den = np.linalg.norm(a.astype(np.float64), axis=1) * np.linalg.norm(b.astype(np.float64), axis=1)
-    return num / np.maximum(den, 1e-30)
-
-
-def nearest_answer(x: np.ndarray, answers: np.ndarray) -> np.ndarray:
-    a = answers / np.linalg.norm(answers, axis=1, keepdims=True)
-    return np.argmax(x.astype(np.float64) @ a.T.astype(np.float64), axis=1)
-
-
-def fidelity(student: np.ndarray, teacher: np.ndarray, answers: np.ndarray) -> dict:
-    """Student-vs-teacher fidelity: mean/min/p5 cosine and top-1 nearest-answer agreement."""
-    cos = _cosine(student, teacher)
-    agree = nearest_answer(student, answers) == nearest_answer(teacher, answers)
-    return {"n": int(len(cos)), "mean_cosine": float(cos.mean()), "min_cosine": float(cos.min()),
-            "p5_cosine": float(np.percentile(cos, 5)), "top1_agreement": float(agree.mean())}
-
-
 def _max_abs(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.max(np.abs(a.astype(np.float64) - b))) if a.size else 0.0
 
 
 def _check_provider(bundle: Bundle, provider: str, sources: dict[str, np.ndarray], min_cosine: float,
-                    labels: np.ndarray | None, summary: dict) -> list[Check]:
+                    labels: np.ndarray | None, summary: dict, keys: np.ndarray, answers: np.ndarray) -> list[Check]:
     checks: list[Check] = []
     atol = ATOL[provider]
-    keys, answers = teacher_arrays(bundle.path(bundle.models["teacher"]["file"]))
     runners: dict[str, Runner] = {}
     for name, meta in bundle.models.items():
         try:
@@ -159,7 +142,8 @@ def _check_provider(bundle: Bundle, provider: str, sources: dict[str, np.ndarray
             checks.append(Check("student", provider, f"batch_consistency:{src}", err <= atol, "parity", err, atol))
             if src == "random":
                 continue  # isotropic noise far from every centroid: for export checks, not for the gate
-            fid = fidelity(outs[0], teacher_ref[src], answers)
+            rows = _gated_rows(bundle, src, len(q))
+            fid = fidelity(outs[0][rows], teacher_ref[src][rows], answers)
             summary.setdefault(provider, {})[src] = fid
             checks.append(Check("student", provider, f"vs_teacher:{src}", fid["mean_cosine"] >= min_cosine,
                                 "parity", fid["mean_cosine"], min_cosine,
@@ -178,13 +162,21 @@ def _check_provider(bundle: Bundle, provider: str, sources: dict[str, np.ndarray
     return checks
 
 
+def _gated_rows(bundle: Bundle, src: str, n: int) -> np.ndarray:
+    """Rows that count for the student gate: golden random and zero rows are for export checks only."""
+    kinds = bundle.manifest["golden"].get("rows")
+    if src != "golden" or not kinds or len(kinds) != n:
+        return np.arange(n)
+    return np.array([i for i, k in enumerate(kinds) if k in ("stored", "sampled")], dtype=np.int64)
+
+
 def verify_bundle(root, *, provider: str = "auto", min_cosine: float = 0.98, queries: np.ndarray | None = None,
                   labels: np.ndarray | None = None, n_sampled: int = 256, seed: int = 0) -> VerifyReport:
     """Run every check on every requested provider; never raises for a failed check (see raise_for_failures)."""
     providers, skipped = resolve_providers(provider)
     bundle = open_bundle(root)
     d = bundle.manifest["teacher"]["dim"]
-    keys, _ = teacher_arrays(bundle.path(bundle.models["teacher"]["file"]))
+    keys, answers = teacher_arrays(bundle.path(bundle.models["teacher"]["file"]))
     rng = np.random.default_rng(seed)
     sources = {"golden": check_queries(bundle.golden_inputs(), d, what="golden inputs"),
                "sampled": sampled_queries(keys, bundle.manifest["teacher"]["temperature"], n_sampled, seed),
@@ -194,7 +186,7 @@ def verify_bundle(root, *, provider: str = "auto", min_cosine: float = 0.98, que
     summary: dict = {}
     checks: list[Check] = []
     for p in providers:
-        checks += _check_provider(bundle, p, sources, min_cosine, labels, summary)
+        checks += _check_provider(bundle, p, sources, min_cosine, labels, summary, keys, answers)
     return VerifyReport(tuple(checks), tuple(providers), tuple(skipped), min_cosine, summary)
 
 

@@ -182,9 +182,10 @@ fn read_manifest(dir: &Path) -> Result<Manifest> {
 
 /// Refuse absolute paths, `..`, and symlinks that leave the bundle.
 pub fn safe_path(root: &Path, rel: &str) -> Result<PathBuf> {
+    // One rule in Python, Rust and Go: '/'-separated parts, none empty, "." or ".."; no '\\'; not absolute.
+    let plain = !rel.starts_with('/') && !rel.contains('\\') && rel.split('/').all(|part| !matches!(part, "" | "." | ".."));
     let p = Path::new(rel);
-    let plain = !rel.is_empty() && !rel.contains('\\') && p.components().all(|c| matches!(c, Component::Normal(_)));
-    if !plain {
+    if !plain || !p.components().all(|c| matches!(c, Component::Normal(_))) {
         return Err(Error::UnsafePath(rel.to_string()));
     }
     let full = root.join(p);
@@ -244,6 +245,13 @@ fn open_model(env: &Environment, dir: &Path, name: &str, entry: &manifest::Model
         if got != want {
             return Err(Error::Contract { model: name.into(), detail: format!("{side}: session {got:?} != manifest {want:?}") });
         }
+    }
+    let contract = |detail: String| Error::Contract { model: name.into(), detail };
+    if inputs.len() != 1 || !outputs.iter().any(|o| o.name == "projected_embedding") {
+        return Err(contract("expected one input and a projected_embedding output".into()));
+    }
+    if dim == 0 || inputs[0].shape.last() != Some(&Dim::Fixed(dim as i64)) {
+        return Err(contract(format!("input shape {:?} does not end in the manifest's d = {dim}", inputs[0].shape)));
     }
     Ok(Model {
         name: name.to_string(),

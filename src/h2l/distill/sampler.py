@@ -33,6 +33,7 @@ class SamplerMix:
     perturbed: float = 0.25
     pairs: float = 0.25
     max_centroids: int = 3
+    neighbours: float = 0.0
     noise_min: float = 0.2
     noise_max: float = 2.0
     shaped_noise: float = 0.5
@@ -41,7 +42,8 @@ class SamplerMix:
         parts = (self.centroid_mix, self.perturbed, self.pairs)
         if min(parts) < 0 or sum(parts) <= 0:
             raise InputError(f"sampler mix {parts} must be ≥ 0 with a positive sum", "e.g. --mix 0.5,0.25,0.25")
-        if not 0 <= self.noise_min <= self.noise_max or self.max_centroids < 1 or not 0 <= self.shaped_noise <= 1:
+        if not 0 <= self.noise_min <= self.noise_max or self.max_centroids < 1 or not 0 <= self.shaped_noise <= 1 \
+                or not 0 <= self.neighbours <= 1:
             raise InputError(f"invalid sampler settings {self}", "use 0 ≤ noise_min ≤ noise_max, max_centroids ≥ 1")
         return self
 
@@ -60,6 +62,20 @@ class TeacherTorch:
     def __call__(self, q: torch.Tensor) -> torch.Tensor:
         qn = q / q.norm(dim=1, keepdim=True).clamp_min(NORM_EPS)
         return torch.softmax(qn @ self.keys, dim=1) @ self.answers
+
+
+def _nearest(c: torch.Tensor, k: int, chunk: int = 4096) -> torch.Tensor | None:
+    """(N, k) indices of each centroid's k nearest other centroids (cosine); None when N is huge."""
+    n = len(c)
+    if n > 65536:
+        return None
+    k = min(k, n - 1)
+    out = []
+    for i in range(0, n, chunk):
+        sim = c[i:i + chunk] @ c.T
+        sim[torch.arange(len(sim)), torch.arange(i, i + len(sim))] = -2.0
+        out.append(sim.topk(k, dim=1).indices)
+    return torch.cat(out)
 
 
 def _noise_factor(x: np.ndarray) -> torch.Tensor:
@@ -88,6 +104,7 @@ class QueryStream:
             weights = [1.0, 0.0, 0.0]
         self.weights = torch.tensor(weights, dtype=torch.float64)
         self.teacher = TeacherTorch(teacher, torch.device("cpu"))
+        self.near = _nearest(self.centroids, 8) if mix.neighbours > 0 and len(self.centroids) > 2 else None
 
     def _uniform(self, *shape: int) -> torch.Tensor:
         return torch.rand(*shape, generator=self.gen)
@@ -98,6 +115,11 @@ class QueryStream:
         n, d = self.centroids.shape
         k = min(self.mix.max_centroids, n)
         idx = self._uniform(batch, n).topk(k, dim=1).indices  # k distinct centroids per row
+        if self.near is not None:  # some mixes take their partners among the first centroid's neighbours
+            pick = torch.randint(0, self.near.shape[1], (batch, k - 1), generator=self.gen)
+            local = self.near[idx[:, :1].expand(-1, k - 1), pick]
+            use = (self._uniform(batch, 1) < self.mix.neighbours).expand(-1, k - 1)
+            idx = torch.cat([idx[:, :1], torch.where(use, local, idx[:, 1:])], dim=1)
         counts = torch.randint(1, k + 1, (batch,), generator=self.gen)
         w = -torch.log(self._uniform(batch, k).clamp_min(1e-12))  # Exp(1) draws → Dirichlet(1) once normalised
         w = w * (torch.arange(k)[None, :] < counts[:, None])

@@ -20,6 +20,7 @@ from torch.nn import functional as F
 
 from ..checkpoint import StudentCheckpoint, load_checkpoint, save_checkpoint
 from ..errors import InputError, ProviderError
+from ..metrics import fidelity
 from ..student import ProjectionTransformer, StudentConfig
 from ..teacher import MultiHeadLDA
 from .sampler import QueryStream, SamplerMix, TeacherTorch
@@ -45,8 +46,11 @@ class TrainConfig:
             raise InputError("--steps, --batch-size and eval interval must be ≥ 1", "pass positive values")
         if not 0.0 <= self.cosine_weight <= 1.0:
             raise InputError(f"--cosine-weight {self.cosine_weight} outside [0, 1]", "pass e.g. 0.7")
-        if self.lr <= 0:
-            raise InputError(f"learning rate {self.lr} must be > 0", "pass e.g. 3e-3")
+        if not math.isfinite(self.lr) or self.lr <= 0:
+            raise InputError(f"learning rate {self.lr} must be finite and > 0", "pass e.g. 3e-3")
+        if self.patience < 1 or self.n_val_sampled < 1 or not 0.0 <= self.warmup < 1.0:
+            raise InputError("--patience and the validation size must be ≥ 1, warm-up in [0, 1)",
+                             "pass e.g. --patience 10")
         self.mix.validate()
         return self
 
@@ -77,16 +81,12 @@ def lr_factor(step: int, cfg: TrainConfig) -> float:
 
 
 @torch.no_grad()
-def evaluate(model: ProjectionTransformer, q: torch.Tensor, target: torch.Tensor, answers: torch.Tensor) -> dict:
-    """Fidelity on a fixed set: mean/min/p5 cosine and top-1 nearest-answer agreement."""
+def evaluate(model: ProjectionTransformer, q: torch.Tensor, target: torch.Tensor, answers: np.ndarray) -> dict:
+    """Fidelity on a fixed set (see :func:`h2l.metrics.fidelity`)."""
     model.eval()
-    out = model(q)
-    cos = F.cosine_similarity(out, target, dim=1)
-    a = F.normalize(answers, dim=1)
-    agree = (out @ a.T).argmax(1) == (target @ a.T).argmax(1)
+    out = model(q).cpu().numpy()
     model.train()
-    return {"n": int(len(q)), "mean_cosine": float(cos.mean()), "min_cosine": float(cos.min()),
-            "p5_cosine": float(torch.quantile(cos.double(), 0.05)), "top1_agreement": float(agree.float().mean())}
+    return fidelity(out, target.cpu().numpy(), answers)
 
 
 def pick_device(device: str) -> torch.device:
@@ -139,14 +139,16 @@ def distill(teacher: MultiHeadLDA, out: str | Path, *, student: StudentConfig | 
     labeler = TeacherTorch(teacher, dev)
     val_gen = torch.Generator().manual_seed(cfg.seed + 7919)
     val_stream = QueryStream(teacher, train_q, cfg.mix, val_gen)
+    # Selection and early stopping use a fixed sampled validation set; real held-out queries are only
+    # reported, so the fidelity quoted for them is on queries used neither to train nor to choose.
     val_sets = {"sampled": val_stream.sample(cfg.n_val_sampled).to(dev)}
     if held_q is not None and len(held_q):
         val_sets["heldout"] = torch.from_numpy(held_q).to(dev)
-    primary = "heldout" if "heldout" in val_sets else "sampled"
     val_targets = {k: labeler(v) for k, v in val_sets.items()}
-    answers = labeler.answers
+    answers = teacher.answers
+    train_config = {**cfg.to_dict(), "queries_sha256": _sha256(queries)}
 
-    start, best, best_state, bad = 0, -1.0, None, 0
+    start, best, best_step, best_state, bad = 0, -1.0, 0, None, 0
     history: dict[str, list] = {"step": [], "loss": [], **{f"val_{k}_cosine": [] for k in val_sets}}
     elapsed_before = 0.0
     if resume:
@@ -154,28 +156,28 @@ def distill(teacher: MultiHeadLDA, out: str | Path, *, student: StudentConfig | 
             raise InputError(f"--resume but {out} does not exist", "drop --resume to start a new run")
         ck = load_checkpoint(out)
         if ck.teacher_sha256 != teacher.fingerprint() or ck.config != scfg or ck.resume is None \
-                or ck.train_config != cfg.to_dict():
-            raise InputError(f"{out} was made with another teacher, architecture or config",
+                or ck.train_config != train_config:
+            raise InputError(f"{out} was made with another teacher, architecture, queries or config",
                              "resume with the same arguments, or drop --resume")
+        if ck.complete:  # nothing left to do: the finished run is the result
+            return DistillResult(ck, {"checkpoint": str(out), "metrics": ck.metrics, "history": ck.history,
+                                      "wall_seconds": ck.resume.get("elapsed", 0.0), "already_complete": True})
         r = ck.resume
         model.load_state_dict(r["model"])
         opt.load_state_dict(r["optimizer"])
         gen.set_state(r["generator"])
         torch.set_rng_state(r["torch_rng"])
-        start, best, bad, best_state = r["step"], r["best"], r["bad"], r["best_state"]
+        start, best, best_step, bad, best_state = r["step"], r["best"], r["best_step"], r["bad"], r["best_state"]
         history, elapsed_before = ck.history, r.get("elapsed", 0.0)
-    elif out.exists():
-        pass  # the caller (CLI) refuses an existing file without --force/--resume
 
-    def save(step: int, complete: bool, loss_value: float) -> StudentCheckpoint:
-        metrics = {"best_step": history["step"][int(np.argmax(history[f"val_{primary}_cosine"]))]
-                   if history["step"] else 0, "steps_run": step, "primary": primary, "last_loss": loss_value}
+    def save(step: int, complete: bool, extra: dict | None = None) -> StudentCheckpoint:
+        metrics = {"best_step": best_step, "steps_run": step, "selection": "val_sampled_cosine", **(extra or {})}
         state = best_state if best_state is not None else model.state_dict()
         ck = StudentCheckpoint(scfg, {k: v.detach().cpu().clone() for k, v in state.items()}, teacher.fingerprint(),
-                               cfg.to_dict(), metrics, history, complete,
+                               train_config, metrics, history, complete,
                                {"step": step, "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
                                 "optimizer": opt.state_dict(), "generator": gen.get_state(),
-                                "torch_rng": torch.get_rng_state(), "best": best, "bad": bad,
+                                "torch_rng": torch.get_rng_state(), "best": best, "best_step": best_step, "bad": bad,
                                 "best_state": best_state, "elapsed": elapsed_before + time.perf_counter() - t0})
         save_checkpoint(out, ck)
         return ck
@@ -186,8 +188,7 @@ def distill(teacher: MultiHeadLDA, out: str | Path, *, student: StudentConfig | 
     if not quiet:
         from tqdm import tqdm
         bar = tqdm(total=cfg.steps, initial=start, desc="distill", unit="step", file=sys.stderr, dynamic_ncols=True)
-    step, loss_value = start, float("nan")
-    stopped_early = False
+    step, stopped_early = start, False
     while step < cfg.steps:
         q, target = stream.batch(cfg.batch_size)
         q, target = q.to(dev), target.to(dev)
@@ -198,27 +199,26 @@ def distill(teacher: MultiHeadLDA, out: str | Path, *, student: StudentConfig | 
         loss.backward()
         opt.step()
         step += 1
-        loss_value = loss.detach().item()
         if bar is not None:
             bar.update(1)
         if step % cfg.eval_every == 0 or step == cfg.steps:
             ev = {k: evaluate(model, v, val_targets[k], answers) for k, v in val_sets.items()}
             history["step"].append(step)
-            history["loss"].append(loss_value)
+            history["loss"].append(loss.detach().item())
             for k in val_sets:
                 history[f"val_{k}_cosine"].append(ev[k]["mean_cosine"])
-            score = ev[primary]["mean_cosine"]
+            score = ev["sampled"]["mean_cosine"]
             if score > best + cfg.min_delta:
-                best, bad = score, 0
+                best, best_step, bad = score, step, 0
                 best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
             else:
                 bad += 1
             if bar is not None:
-                bar.set_postfix(loss=f"{loss_value:.2e}", val_cos=f"{score:.5f}")
+                bar.set_postfix(loss=f"{history['loss'][-1]:.2e}", val_cos=f"{score:.5f}")
             if bad >= cfg.patience:
                 stopped_early = True
                 break
-            save(step, False, loss_value)
+            save(step, False)
             if stop_after is not None and step >= stop_after:
                 if bar is not None:
                     bar.close()
@@ -228,15 +228,18 @@ def distill(teacher: MultiHeadLDA, out: str | Path, *, student: StudentConfig | 
     model.load_state_dict(best_state)
     final = {k: evaluate(model, v, val_targets[k], answers) for k, v in val_sets.items()}
     wall = elapsed_before + time.perf_counter() - t0
-    ck = save(step, True, loss_value)
-    ck = StudentCheckpoint(ck.config, ck.state_dict, ck.teacher_sha256, ck.train_config,
-                           {**ck.metrics, "final": final, "stopped_early": stopped_early}, ck.history, True, ck.resume)
-    save_checkpoint(out, ck)
-    report = {"checkpoint": str(out), "student": scfg.to_dict(), "train_config": cfg.to_dict(),
+    ck = save(step, True, {"final": final, "stopped_early": stopped_early})
+    report = {"checkpoint": str(out), "student": scfg.to_dict(), "train_config": train_config,
               "teacher_sha256": teacher.fingerprint(), "device": str(dev), "wall_seconds": round(wall, 2),
               "threads": torch.get_num_threads(), "metrics": ck.metrics, "history": history}
     write_report(out, report)
     return DistillResult(ck, report)
+
+
+def _sha256(queries: np.ndarray | None) -> str:
+    import hashlib
+
+    return "" if queries is None else hashlib.sha256(np.ascontiguousarray(queries, np.float32).tobytes()).hexdigest()
 
 
 def write_report(out: Path, report: dict) -> None:

@@ -8,6 +8,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from .. import __version__
 from ..errors import OutputError
+from ..teacher import NORM_EPS
 from . import BATCH_DIM, INPUT_NAME
 
 #: Opset 18 (IR 8) loads in every onnxruntime since 1.14, including the
@@ -29,6 +30,19 @@ def initializer(name: str, arr: np.ndarray) -> onnx.TensorProto:
     return numpy_helper.from_array(np.ascontiguousarray(arr), name)
 
 
+def normalize_nodes(src: str, dst: str) -> tuple[list[onnx.NodeProto], list[onnx.TensorProto]]:
+    """dst = src / max(‖src‖, eps), row-wise: the step numpy's ``project_arrays`` takes, zero rows included."""
+    nodes = [
+        helper.make_node("Mul", [src, src], ["q_sq"], name="square"),
+        helper.make_node("ReduceSum", ["q_sq", "axis_1"], ["q_sumsq"], keepdims=1, name="sum_sq"),
+        helper.make_node("Sqrt", ["q_sumsq"], ["q_norm"], name="norm"),
+        helper.make_node("Max", ["q_norm", "norm_eps"], ["q_norm_floor"], name="norm_floor"),
+        helper.make_node("Div", [src, "q_norm_floor"], [dst], name="normalize"),
+    ]
+    inits = [initializer("axis_1", np.array([1], np.int64)), initializer("norm_eps", np.array(NORM_EPS, np.float32))]
+    return nodes, inits
+
+
 def make_model(graph: onnx.GraphProto, metadata: dict[str, str]) -> onnx.ModelProto:
     """Wrap ``graph`` with h2l's opset, IR version, producer and sorted identity metadata."""
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)],
@@ -38,12 +52,16 @@ def make_model(graph: onnx.GraphProto, metadata: dict[str, str]) -> onnx.ModelPr
     return model
 
 
+def check_size(nbytes: int, what: str) -> None:
+    """Refuse, before building anything, a graph over protobuf's 2 GiB single-file limit."""
+    if nbytes > PROTOBUF_LIMIT:
+        raise OutputError(f"{what} would be {nbytes / 2**30:.2f} GiB, over ONNX's 2 GiB single-file limit",
+                          "reduce N (split the teacher into several bundles) or ship the teacher as --format npy")
+
+
 def serialize(model: onnx.ModelProto, what: str) -> bytes:
     """Deterministic bytes; refuses graphs over protobuf's 2 GiB limit with the fix."""
-    size = model.ByteSize()
-    if size > PROTOBUF_LIMIT:
-        raise OutputError(f"{what} would be {size / 2**30:.2f} GiB, over ONNX's 2 GiB single-file limit",
-                          "reduce N (split the teacher into several bundles) or ship the teacher as --format npy")
+    check_size(model.ByteSize(), what)
     return model.SerializeToString(deterministic=True)
 
 

@@ -15,17 +15,17 @@ from pathlib import Path
 
 import numpy as np
 
-from ..atomic import staged_dir
-from ..bundle import npy_bytes, write_file
+from ..atomic import check_output_dir, npy_bytes, staged_dir, write_file
 from ..errors import InputError
 from ..teacher import MultiHeadLDA
 
-_SAFE_ID = re.compile(r"^[A-Za-z0-9_.-]+$")
+_SAFE_ID = re.compile(r"[A-Za-z0-9_.-]+")
 
 
 def export_npy(teacher: MultiHeadLDA, out: str | Path, *, mh_id: int = 1, force: bool = False) -> list[str]:
     """Write both layouts plus teacher.json; returns the relative paths written."""
-    bad = [cid for cid in teacher.cluster_ids if not _SAFE_ID.match(cid) or cid in (".", "..")]
+    check_output_dir(Path(out), force)
+    bad = [cid for cid in teacher.cluster_ids if not _SAFE_ID.fullmatch(cid) or cid in (".", "..")]
     if bad:
         raise InputError(f"cluster id {bad[0]!r} cannot be used in a file name",
                          "use ids of letters, digits, '_', '-' and '.'")

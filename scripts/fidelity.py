@@ -1,0 +1,106 @@
+"""Fidelity benchmark (issue 3): student-vs-teacher cosine on queries the student never saw.
+
+    python scripts/fidelity.py --qa ../shared/data/unifyweaver-qa --out docs/fidelity.json [--only NAME ...]
+
+Rows: the seed recipe (fixed user queries, 200 epochs, batch 32), `h2l distill` defaults with and without
+user queries on the UnifyWeaver data, and synthetic teachers (N = 64, 256, 1024) at the (H, L) `h2l arch`
+picks.  Every number is measured on held-out queries; wall time is this machine's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from h2l.distill.train import TrainConfig, distill, distill_loss
+from h2l.student import ProjectionTransformer, StudentConfig, choose_arch
+from h2l.synthetic import synthetic_teacher
+from h2l.teacher import MultiHeadLDA
+from h2l.verify import fidelity, sampled_queries
+
+
+def evaluate(model: ProjectionTransformer, teacher: MultiHeadLDA, q: np.ndarray) -> dict:
+    with torch.no_grad():
+        out = model.eval()(torch.from_numpy(q)).numpy()
+    ref, _ = teacher.project(q)
+    return {k: round(v, 6) if isinstance(v, float) else v for k, v in fidelity(out, ref, teacher.answers).items()}
+
+
+def seed_recipe(teacher: MultiHeadLDA, epochs: int = 200, batch: int = 32, seed: int = 0) -> tuple:
+    """The seed's recipe as we read it: train on the user queries only, epochs over a fixed set."""
+    torch.manual_seed(seed)
+    model = ProjectionTransformer(StudentConfig(teacher.dim, 4, 2, 512, dropout=0.1, normalize_input=False))
+    q = torch.from_numpy(teacher.queries.train)
+    y = torch.from_numpy(teacher.project(teacher.queries.train)[0])
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    g = torch.Generator().manual_seed(seed)
+    t0 = time.perf_counter()
+    model.train()
+    for _ in range(epochs):
+        perm = torch.randperm(len(q), generator=g)
+        for i in range(0, len(q), batch):
+            idx = perm[i:i + batch]
+            loss = distill_loss(model(q[idx]), y[idx], 0.7)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    return model, time.perf_counter() - t0
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--qa", type=Path, required=True)
+    ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--only", nargs="*")
+    ap.add_argument("--steps", type=int, default=TrainConfig().steps)
+    args = ap.parse_args()
+    rows = json.loads(args.out.read_text()) if args.out.exists() else {}
+    want = lambda name: not args.only or name in args.only  # noqa: E731
+    tmp = Path("/tmp/h2l-fidelity")
+    tmp.mkdir(exist_ok=True)
+    if any(want(n) for n in ("seed_recipe", "stream_user_queries", "stream_teacher_alone")):
+        from h2l.embed import embed
+        from h2l.importers.qa import build_teacher, parse_qa_files
+
+        uw = build_teacher(parse_qa_files(sorted(args.qa.glob("qa_pairs_v*.json"))), embed, temperature=0.1,
+                           holdout_per_cluster=2, seed=0, name="unifyweaver")
+        held = uw.queries.heldout
+    if want("seed_recipe"):
+        model, wall = seed_recipe(uw)
+        rows["seed_recipe"] = {"teacher": "UnifyWeaver N=30", "arch": "H4 L2 ff512", "wall_s": round(wall, 1),
+                               "heldout": evaluate(model, uw, held),
+                               "train_set": evaluate(model, uw, uw.queries.train)}
+        print("seed_recipe", rows["seed_recipe"], flush=True)
+    for name, teacher in (("stream_user_queries", "uw"), ("stream_teacher_alone", "uw_alone")):
+        if not want(name):
+            continue
+        t = uw if teacher == "uw" else uw.with_queries(None)
+        res = distill(t, tmp / f"{name}.pt", config=TrainConfig(steps=args.steps), quiet=True)
+        rows[name] = {"teacher": "UnifyWeaver N=30" + (" (no user queries)" if teacher != "uw" else ""),
+                      "arch": "H4 L2 ff512", "steps": args.steps, "wall_s": res.report["wall_seconds"],
+                      "heldout": evaluate(res.checkpoint.model(), uw, held)}
+        print(name, rows[name], flush=True)
+    for n in (64, 256, 1024):
+        name = f"synthetic_n{n}"
+        if not want(name):
+            continue
+        arch = choose_arch(n, 384)
+        t = synthetic_teacher(n, 384, heldout_per_head=0, seed=n)
+        res = distill(t, tmp / f"{name}.pt", student=StudentConfig(384, arch.heads, arch.layers),
+                      config=TrainConfig(steps=args.steps), quiet=True)
+        q = sampled_queries(t.keys, t.temperature, 2048, seed=12345)
+        rows[name] = {"teacher": f"synthetic N={n} d=384 τ=0.1", "arch": f"H{arch.heads} L{arch.layers} ff512",
+                      "steps": args.steps, "wall_s": res.report["wall_seconds"],
+                      "heldout_sampled": evaluate(res.checkpoint.model(), t, q)}
+        print(name, rows[name], flush=True)
+        args.out.write_text(json.dumps(rows, indent=2, sort_keys=True) + "\n")
+    args.out.write_text(json.dumps(rows, indent=2, sort_keys=True) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,59 @@
+"""Scale benchmark (issue 7): export and verify a teacher with N = 100,000 heads, d = 384.
+
+    .venv/bin/python scripts/scale.py --n 100000 --out docs/scale.json
+
+Runs `h2l export` and `h2l verify` as child processes and records each one's wall time and peak RSS
+(ru_maxrss of the child), plus the bundle's size.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--n", type=int, default=100_000)
+    ap.add_argument("--d", type=int, default=384)
+    ap.add_argument("--out", type=Path)
+    a = ap.parse_args()
+    h2l = [sys.executable, "-m", "h2l.cli"]
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        from h2l.synthetic import synthetic_teacher
+        from h2l.teacher import save_npz
+
+        save_npz(synthetic_teacher(a.n, a.d, seed=1), tmp / "t.npz")
+        steps = {}
+        for name, cmd in (("export", h2l + ["export", "--teacher", str(tmp / "t.npz"), "--out", str(tmp / "b")]),
+                          ("verify", h2l + ["verify", str(tmp / "b"), "--provider", "cpu", "--json"])):
+            wrapper = [sys.executable, "-c",
+                       "import resource, subprocess, sys, json; p = subprocess.run(sys.argv[1:]); "
+                       "print(json.dumps({'rc': p.returncode, 'maxrss_kb': "
+                       "resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss}), file=sys.stderr)", *cmd]
+            t0 = time.perf_counter()
+            p = subprocess.run(wrapper, capture_output=True, text=True)
+            wall = time.perf_counter() - t0
+            info = json.loads(p.stderr.strip().splitlines()[-1])
+            if info["rc"] != 0:
+                sys.exit(f"{name} failed: {p.stderr[-2000:]}")
+            steps[name] = {"wall_s": round(wall, 1), "peak_rss_mb": round(info["maxrss_kb"] / 1024, 1)}
+            print(name, steps[name], flush=True)
+        size = sum(f.stat().st_size for f in (tmp / "b").rglob("*") if f.is_file())
+        report = {"n": a.n, "d": a.d, "teacher_onnx_mb": round((tmp / "b" / "teacher.onnx").stat().st_size / 1e6, 1),
+                  "bundle_mb": round(size / 1e6, 1), "steps": steps,
+                  "self_peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
+    print(json.dumps(report, indent=2))
+    if a.out:
+        a.out.write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,81 @@
+"""Human output of the CLI (tables and summaries); ``--json`` output bypasses this module."""
+
+from __future__ import annotations
+
+from rich.console import Console
+from rich.table import Table
+
+out = Console(highlight=False, soft_wrap=True)
+
+
+def print_summary(summary: dict) -> None:
+    for provider, srcs in summary.items():
+        for src, fid in srcs.items():
+            if src == "recall_at_1":
+                out.print(f"  recall@1 [{provider}] " + ", ".join(f"{k} {v:.1%}" for k, v in fid.items()))
+                continue
+            out.print(f"  student vs teacher [{provider}, {src}]: mean cos {fid['mean_cosine']:.5f}, "
+                      f"min {fid['min_cosine']:.5f}, top-1 agreement {fid['top1_agreement']:.1%}")
+
+
+def print_report(report) -> None:
+    table = Table(title="h2l verify", show_lines=False)
+    for col in ("model", "provider", "check", "value", "gate", "result"):
+        table.add_column(col)
+    for c in report.checks:
+        val = "" if c.value is None else (f"{c.value:.6f}" if c.check.startswith(("vs_teacher", "recall"))
+                                          else f"{c.value:.2e}")
+        gate = "" if c.threshold is None else (f"≥ {c.threshold:g}" if c.check.startswith("vs_teacher")
+                                               else f"≤ {c.threshold:g}")
+        res = "info" if c.kind == "info" else ("[green]pass[/]" if c.passed else "[red]FAIL[/]")
+        table.add_row(c.model, c.provider, c.check, val, gate, res)
+    out.print(table)
+    for p, reason in report.skipped:
+        out.print(f"skipped {p}: {reason}")
+    print_summary(report.summary)
+    out.print("[green]verify passed[/]" if report.passed else f"[red]verify failed: {len(report.failures())} check(s)[/]")
+
+
+def print_bench(report: dict) -> None:
+    m = report["machine"]
+    out.print(f"{m['cpu']} · {m['threads']['intra_op']} thread(s) · onnxruntime {m['onnxruntime']} · torch {m['torch']}")
+    table = Table(title="median latency per call (µs); per query = p50 / batch")
+    cols = (["N"] if "ns" in report else []) + ["model", "variant", "provider", "batch", "p50", "p90", "p99",
+                                                  "per query", "queries/s"]
+    for c in cols:
+        table.add_column(c, justify="right")
+    for r in report["results"]:
+        table.add_row(*([str(r["n"])] if "ns" in report else []), r["model"], r["variant"], r["provider"],
+                      str(r["batch"]), f"{r['p50_us']:.1f}", f"{r['p90_us']:.1f}", f"{r['p99_us']:.1f}",
+                      f"{r['per_query_p50_us']:.2f}", f"{r['throughput_qps']:.0f}")
+    out.print(table)
+    if "crossover" in report:
+        for k, v in report["crossover"].items():
+            out.print(f"crossover {k}: " + (f"N ≈ {v['n']}" if v.get("n") else v.get("note", "none")))
+    if "floor" in report:
+        f = report["floor"]
+        out.print(f"floor: memory bandwidth {f['memory_bandwidth_gbs']} GB/s, float32 GEMM {f['gemm_gflops']} GFLOP/s")
+    if not report["cuda"]["usable"]:
+        out.print(f"cuda: skipped ({report['cuda']['reason']})")
+
+
+def print_demo_summary(s: dict) -> None:
+    out.print("")
+    out.print("[bold]summary[/]")
+    for k, v in s["fidelity_heldout"].items():
+        out.print(f"  student vs teacher on {v['n']} {k} queries it never saw: mean cos {v['mean_cosine']:.5f}, "
+                  f"min {v['min_cosine']:.5f}, top-1 agreement {v['top1_agreement']:.1%}")
+    lat = {(r["model"], r["variant"], r["batch"]): r for r in s["latency_us"]}
+    for key, label in ((("teacher", "numpy", 1), "teacher numpy"), (("teacher", "ort", 1), "teacher onnxruntime"),
+                       (("student", "ort_folded", 1), "student onnxruntime (folded)"),
+                       (("student", "torch_eager", 1), "student torch eager")):
+        if key in lat:
+            b32 = lat.get((key[0], key[1], 32))
+            out.print(f"  {label:30} {lat[key]['p50_us']:8.1f} µs/query"
+                      + (f", {b32['per_query_us']:.1f} µs/query at batch 32" if b32 else ""))
+    out.print(f"  at N = {s['n_heads']} the vectorized teacher is faster than any student on this CPU; "
+              "the student pays off only at large N (see docs/bench.md)")
+    out.print(f"  bundle: {s['bundle']} (manifest.json, teacher.onnx, student.onnx, golden/)")
+    out.print(f"  Rust:  H2L_BUNDLE={s['bundle']} ORT_DYLIB_PATH=$(h2l ort-lib) cargo run --manifest-path runtimes/rust/Cargo.toml --bin h2l-rs -- "
+              f"{s['bundle']}", markup=False)
+    out.print(f"  Go:    cd runtimes/go && ORT_DYLIB_PATH=$(h2l ort-lib) go run ./cmd/h2l-go {s['bundle']}", markup=False)
