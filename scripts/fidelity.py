@@ -58,6 +58,9 @@ def main() -> None:
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--only", nargs="*")
     ap.add_argument("--steps", type=int, default=TrainConfig().steps)
+    ap.add_argument("--ff", type=int, default=512, help="feed-forward width of the synthetic students")
+    ap.add_argument("--n", type=int, nargs="*", default=[64, 256, 1024], help="synthetic teacher sizes")
+    ap.add_argument("--tag", default="", help="suffix for the synthetic row names (e.g. _long)")
     args = ap.parse_args()
     rows = json.loads(args.out.read_text()) if args.out.exists() else {}
     want = lambda name: not args.only or name in args.only  # noqa: E731
@@ -85,16 +88,16 @@ def main() -> None:
                       "arch": "H4 L2 ff512", "steps": args.steps, "wall_s": res.report["wall_seconds"],
                       "heldout": evaluate(res.checkpoint.model(), uw, held)}
         print(name, rows[name], flush=True)
-    for n in (64, 256, 1024):
-        name = f"synthetic_n{n}"
+    for n in args.n:
+        name = f"synthetic_n{n}{args.tag}"
         if not want(name):
             continue
         arch = choose_arch(n, 384)
         t = synthetic_teacher(n, 384, heldout_per_head=0, seed=n)
-        res = distill(t, tmp / f"{name}.pt", student=StudentConfig(384, arch.heads, arch.layers),
+        res = distill(t, tmp / f"{name}.pt", student=StudentConfig(384, arch.heads, arch.layers, args.ff),
                       config=TrainConfig(steps=args.steps), quiet=True)
         q = sampled_queries(t.keys, t.temperature, 2048, seed=12345)
-        rows[name] = {"teacher": f"synthetic N={n} d=384 τ=0.1", "arch": f"H{arch.heads} L{arch.layers} ff512",
+        rows[name] = {"teacher": f"synthetic N={n} d=384 τ=0.1", "arch": f"H{arch.heads} L{arch.layers} ff{args.ff}",
                       "steps": args.steps, "wall_s": res.report["wall_seconds"],
                       "heldout_sampled": evaluate(res.checkpoint.model(), t, q)}
         print(name, rows[name], flush=True)

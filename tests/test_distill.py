@@ -166,3 +166,45 @@ def test_distill_export_verify_end_to_end(tmp_path, runner):
     r = runner.invoke(app, ["verify", str(tmp_path / "bad"), "--provider", "cpu"])
     assert r.exit_code == 6
     assert "student/cpu vs_teacher:sampled = 0." in r.stderr and "(gate 0.98)" in r.stderr
+
+
+@pytest.mark.slow
+def test_int8_export_ships_through_the_gate(tmp_path, runner):
+    """--quantize int8: dynamic int8 weights, output projection float, verified like any student."""
+    import json
+
+    from h2l.teacher import save_npz
+
+    save_npz(synthetic_teacher(12, 64, queries_per_head=3, heldout_per_head=1, seed=8), tmp_path / "t.npz")
+    assert runner.invoke(app, ["distill", str(tmp_path / "t.npz"), "--out", str(tmp_path / "s.pt"), "--steps", "300",
+                               "--batch-size", "512", "--ff-dim", "128", "--quiet"]).exit_code == 0
+    r = runner.invoke(app, ["export", "--teacher", str(tmp_path / "t.npz"), "--student", str(tmp_path / "s.pt"),
+                            "--out", str(tmp_path / "b"), "--quantize", "int8"])
+    assert r.exit_code == 0, r.output
+    m = json.loads((tmp_path / "b" / "manifest.json").read_text())["models"]["student"]
+    assert m["quantization"] == "int8" and m["source_check"]["int8_vs_float_min_cosine"] > 0.99
+    import onnx
+
+    nodes = {n.name: n.op_type for n in onnx.load(str(tmp_path / "b" / "student.onnx")).graph.node}
+    assert "MatMulInteger" in nodes.values() and nodes["output_proj_MatMul"] == "MatMul"  # output stays float
+    assert runner.invoke(app, ["verify", str(tmp_path / "b"), "--provider", "cpu"]).exit_code == 0
+    r = runner.invoke(app, ["export", "--teacher", str(tmp_path / "t.npz"), "--out", str(tmp_path / "c"),
+                            "--quantize", "int8"])
+    assert r.exit_code == 3 and "applies to a folded student" in r.stderr
+
+
+def test_sampler_neighbour_mixes_stay_local():
+    """neighbours=1: every mix is built from a centroid and its nearest neighbours."""
+    from h2l.distill.sampler import _nearest
+
+    t = synthetic_teacher(40, 32, seed=6)
+    s = QueryStream(t, None, SamplerMix(neighbours=1.0, max_centroids=2, noise_min=0.0, noise_max=0.0),
+                    torch.Generator().manual_seed(0))
+    near = _nearest(torch.nn.functional.normalize(torch.from_numpy(t.centroids), dim=1), 8)
+    assert near.shape == (40, 8) and not (near == torch.arange(40)[:, None]).any()
+    q = torch.nn.functional.normalize(s.sample(256), dim=1)
+    c = torch.nn.functional.normalize(torch.from_numpy(t.centroids), dim=1)
+    top2 = (q @ c.T).topk(2, dim=1).indices
+    # the two nearest centroids of a two-centroid mix are (almost always) neighbours of each other
+    local = [(int(b) in near[int(a)]) or (int(a) in near[int(b)]) for a, b in top2]
+    assert np.mean(local) > 0.9

@@ -53,6 +53,11 @@ class Format(str, Enum):
     npy = "npy"
 
 
+class Quantize(str, Enum):
+    none = "none"
+    int8 = "int8"
+
+
 class Device(str, Enum):
     cpu = "cpu"
     cuda = "cuda"
@@ -263,6 +268,8 @@ def export(
     student: Annotated[Optional[Path], typer.Option("--student", help="Student checkpoint from `h2l distill`.")] = None,
     force: Annotated[bool, typer.Option("--force", help="Replace an existing --out.")] = False,
     no_fold: Annotated[bool, typer.Option("--no-fold", help="Keep the literal torch graph.")] = False,
+    quantize: Annotated[Quantize, typer.Option("--quantize", help="int8: dynamic int8 student weights "
+                                               "(output projection stays float32).")] = Quantize.none,
     min_cosine: Annotated[float, typer.Option("--min-cosine", help="Student-vs-teacher gate at export.")] = 0.98,
     mh_id: Annotated[int, typer.Option("--mh-id", help="Projection id in npy file names.")] = 1,
     as_json: Annotated[bool, typer.Option("--json", help="Print the manifest as JSON.")] = False,
@@ -281,7 +288,8 @@ def export(
         return
     from .export import export_onnx
 
-    res = export_onnx(t, out_dir, student=student, fold_graph=not no_fold, force=force, min_cosine=min_cosine)
+    res = export_onnx(t, out_dir, student=student, fold_graph=not no_fold, force=force, min_cosine=min_cosine,
+                      quantize=quantize.value)
     if as_json:
         emit_json(res.manifest)
         return

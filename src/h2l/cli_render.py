@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import sys
+
 from rich.console import Console
 from rich.table import Table
 
-out = Console(highlight=False, soft_wrap=True)
+# wide when piped (CI logs, docs): rich would otherwise squeeze tables to 80 columns
+out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 160)
 
 
 def print_summary(summary: dict) -> None:
@@ -62,8 +65,10 @@ def print_bench(report: dict) -> None:
 def print_demo_summary(s: dict) -> None:
     out.print("")
     out.print("[bold]summary[/]")
-    for k, v in s["fidelity_heldout"].items():
-        out.print(f"  student vs teacher on {v['n']} {k} queries it never saw: mean cos {v['mean_cosine']:.5f}, "
+    labels = {"heldout": "held-out real queries (never trained on or used to choose)",
+              "sampled": "sampled validation queries (used to choose the checkpoint)"}
+    for k, v in sorted(s["fidelity_heldout"].items()):
+        out.print(f"  student vs teacher, {v['n']} {labels.get(k, k)}: mean cos {v['mean_cosine']:.5f}, "
                   f"min {v['min_cosine']:.5f}, top-1 agreement {v['top1_agreement']:.1%}")
     lat = {(r["model"], r["variant"], r["batch"]): r for r in s["latency_us"]}
     for key, label in ((("teacher", "numpy", 1), "teacher numpy"), (("teacher", "ort", 1), "teacher onnxruntime"),

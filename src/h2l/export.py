@@ -24,6 +24,8 @@ from .exporters import PROJECTED_NAME
 from .exporters._onnx_common import check, check_size, serialize
 from .exporters.onnx_student import make_folded_student_model, make_unfolded_student_model
 from .exporters.onnx_teacher import make_teacher_model
+from .exporters.quantize import make_int8_student_model
+from .metrics import cosine
 from .runtime import make_runner
 from .student import fold, torch_forward
 from .teacher import MultiHeadLDA
@@ -61,7 +63,7 @@ def golden_queries(teacher: MultiHeadLDA, seed: int = 0) -> tuple[np.ndarray, li
 
 
 def _student_model(ckpt: StudentCheckpoint, teacher: MultiHeadLDA, fold_graph: bool, ckpt_sha: str,
-                   probe: np.ndarray) -> tuple[bytes, dict]:
+                   probe: np.ndarray, quantize: str) -> tuple[bytes, dict]:
     if ckpt.teacher_sha256 != teacher.fingerprint():
         raise InputError("the student was distilled from a different teacher (teacher sha256 differs)",
                          "pass the --teacher the student was distilled from, or re-run `h2l distill`")
@@ -86,8 +88,17 @@ def _student_model(ckpt: StudentCheckpoint, teacher: MultiHeadLDA, fold_graph: b
     if not source["onnx_max_abs_diff"] <= SOURCE_ATOL:
         raise ParityError([f"student.onnx vs torch max abs diff {source['onnx_max_abs_diff']:.3g} > {SOURCE_ATOL:g}"],
                           "export with --no-fold and report a bug")
+    if quantize == "int8":
+        # int8 cannot meet a float tolerance: record its distance from the exact float graph; the
+        # student-vs-teacher gate in verify decides whether it ships
+        proto = make_int8_student_model(proto)
+        check(proto)
+        data = serialize(proto, "student.onnx")
+        q8 = make_runner(data, "cpu").run(probe)[PROJECTED_NAME]
+        source["int8_vs_float_max_abs_diff"] = float(np.abs(q8 - got).max())
+        source["int8_vs_float_min_cosine"] = float(cosine(q8, got).min())
     entry = {"file": "student.onnx", "role": "student", "opset": proto.opset_import[0].version,
-             "ir_version": proto.ir_version, **contract(proto), "folded": fold_graph,
+             "ir_version": proto.ir_version, **contract(proto), "folded": fold_graph, "quantization": quantize,
              "architecture": ckpt.config.to_dict(), "checkpoint_sha256": ckpt_sha, "source_check": source}
     return data, entry
 
@@ -101,9 +112,16 @@ def versions() -> dict[str, str]:
 
 
 def export_onnx(teacher: MultiHeadLDA, out: str | Path, *, student: str | Path | None = None, fold_graph: bool = True,
-                force: bool = False, min_cosine: float = 0.98, seed: int = 0) -> ExportResult:
-    """Write a verified bundle to ``out``; raises (leaving no bundle) on any failed check."""
+                force: bool = False, min_cosine: float = 0.98, seed: int = 0, quantize: str = "none") -> ExportResult:
+    """Write a verified bundle to ``out``; raises (leaving no bundle) on any failed check.
+
+    ``quantize="int8"`` ships the folded student with dynamic int8 weights (all but the output projection).
+    """
     out = Path(out)
+    if quantize not in ("none", "int8"):
+        raise InputError(f"unknown quantization {quantize!r}", "use none or int8")
+    if quantize == "int8" and (student is None or not fold_graph):
+        raise InputError("--quantize int8 applies to a folded student", "pass --student and drop --no-fold")
     check_output_dir(out, force)  # fail fast, before any graph is built
     check_size(2 * teacher.centroids.nbytes + 4096, "teacher.onnx")  # before building 2 GiB of protobuf
     t_proto = make_teacher_model(teacher)
@@ -119,7 +137,7 @@ def export_onnx(teacher: MultiHeadLDA, out: str | Path, *, student: str | Path |
             raise InputError(f"student checkpoint {student} is from an unfinished (interrupted) distillation",
                              f"finish it with `h2l distill ... --out {student} --resume`")
         probe = np.concatenate([golden, sampled_queries(teacher.keys, teacher.temperature, 61, seed + 1)])
-        files["student.onnx"], models["student"] = _student_model(ckpt, teacher, fold_graph, ckpt_sha, probe)
+        files["student.onnx"], models["student"] = _student_model(ckpt, teacher, fold_graph, ckpt_sha, probe, quantize)
     with staged_dir(out, force) as stage:
         golden_map: dict[str, dict[str, str]] = {}
         for rel, data in files.items():

@@ -21,6 +21,7 @@ from .teacher import check_queries, project_arrays
 
 BATCH_SIZES = (1, 3, 32)
 ATOL = {"cpu": 1e-5, "cuda": 1e-4}
+INT8_BATCH_ATOL = 2e-2
 
 
 @dataclass(frozen=True)
@@ -121,6 +122,9 @@ def _check_provider(bundle: Bundle, provider: str, sources: dict[str, np.ndarray
         checks.append(Check(name, provider, "io_contract", not diff, "integrity", detail="; ".join(diff)))
         if diff:
             return checks
+    # dynamic int8 quantizes activations per call, so a row's output depends slightly on its batch
+    int8 = bundle.models.get("student", {}).get("quantization") == "int8"
+    batch_atol = INT8_BATCH_ATOL if int8 else atol
     golden = sources["golden"]
     for name, runner in runners.items():
         got = runner.run(golden)
@@ -139,7 +143,8 @@ def _check_provider(bundle: Bundle, provider: str, sources: dict[str, np.ndarray
         for src, q in sources.items():
             outs = [runners["student"].run_batched(q, b)[PROJECTED_NAME] for b in BATCH_SIZES]
             err = max(_max_abs(o, outs[0]) for o in outs[1:])
-            checks.append(Check("student", provider, f"batch_consistency:{src}", err <= atol, "parity", err, atol))
+            checks.append(Check("student", provider, f"batch_consistency:{src}", err <= batch_atol, "parity", err,
+                                batch_atol))
             if src == "random":
                 continue  # isotropic noise far from every centroid: for export checks, not for the gate
             rows = _gated_rows(bundle, src, len(q))

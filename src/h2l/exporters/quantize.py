@@ -25,7 +25,8 @@ def make_int8_student_model(folded: onnx.ModelProto, *, include_output: bool = F
         src, dst = Path(tmp) / "in.onnx", Path(tmp) / "out.onnx"
         src.write_bytes(folded.SerializeToString())
         quantize_dynamic(src, dst, weight_type=QuantType.QInt8, per_channel=False,
-                         nodes_to_exclude=[] if include_output else [OUTPUT_NODE],
+                         # the quantizer first splits Gemm into <name>_MatMul + <name>_Add: exclude both spellings
+                         nodes_to_exclude=[] if include_output else [OUTPUT_NODE, f"{OUTPUT_NODE}_MatMul"],
                          extra_options={"MatMulConstBOnly": True})
         model = onnx.load(str(dst))
     props = {p.key: p.value for p in folded.metadata_props}
