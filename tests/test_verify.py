@@ -98,3 +98,17 @@ def test_queries_npy_wrong_dimension(runner, bundle, tmp_path):
     np.save(tmp_path / "q.npy", np.zeros((3, 7), np.float32))
     r = runner.invoke(app, ["verify", str(bundle), "--queries", str(tmp_path / "q.npy")])
     assert r.exit_code == 3 and "dimension 7" in r.stderr
+
+
+def test_summary_lines_name_provider_and_source(runner, tmp_path):
+    """Rich markup must not swallow '[cpu, golden]' in the human summary."""
+    from h2l.distill.train import TrainConfig, distill
+    from h2l.student import StudentConfig
+    from h2l.synthetic import synthetic_teacher
+
+    t = synthetic_teacher(6, 16, queries_per_head=2, heldout_per_head=1, seed=1)
+    distill(t, tmp_path / "s.pt", student=StudentConfig(16, 2, 1, 16), quiet=True,
+            config=TrainConfig(steps=20, batch_size=64, eval_every=10, n_val_sampled=16))
+    export_onnx(t, tmp_path / "b", student=tmp_path / "s.pt", min_cosine=-1)
+    r = runner.invoke(app, ["verify", str(tmp_path / "b"), "--provider", "cpu", "--min-cosine", "-1"])
+    assert "student vs teacher [cpu, golden]" in r.stdout and "student vs teacher [cpu, sampled]" in r.stdout

@@ -15,10 +15,10 @@ def print_summary(summary: dict) -> None:
     for provider, srcs in summary.items():
         for src, fid in srcs.items():
             if src == "recall_at_1":
-                out.print(f"  recall@1 [{provider}] " + ", ".join(f"{k} {v:.1%}" for k, v in fid.items()))
+                out.print(f"  recall@1 [{provider}] " + ", ".join(f"{k} {v:.1%}" for k, v in fid.items()), markup=False)
                 continue
             out.print(f"  student vs teacher [{provider}, {src}]: mean cos {fid['mean_cosine']:.5f}, "
-                      f"min {fid['min_cosine']:.5f}, top-1 agreement {fid['top1_agreement']:.1%}")
+                      f"min {fid['min_cosine']:.5f}, top-1 agreement {fid['top1_agreement']:.1%}", markup=False)
 
 
 def print_report(report) -> None:
