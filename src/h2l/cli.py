@@ -17,9 +17,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from .cli_render import out, print_bench, print_demo_summary, print_report, print_summary
-
 from .atomic import check_output_file
+from .cli_render import out, print_bench, print_demo_summary, print_report, print_summary
 from .errors import EXIT_INTERRUPTED, H2LError, InputError
 
 app = typer.Typer(name="h2l", help="Distil multi-head LDA routing teachers into students; ship both as ONNX.",
