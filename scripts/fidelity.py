@@ -18,20 +18,22 @@ import numpy as np
 import torch
 
 from h2l.distill.train import TrainConfig, distill, distill_loss
-from h2l.student import ProjectionTransformer, StudentConfig, choose_arch
-from h2l.synthetic import synthetic_teacher
-from h2l.teacher import MultiHeadLDA
-from h2l.verify import fidelity, sampled_queries
+from h2l.model.student import ProjectionTransformer, StudentConfig
+from h2l.model.sizing import choose_arch
+from h2l.model.synthetic import synthetic_teacher
+from h2l.model.teacher import Teacher
+from h2l.metrics import fidelity
+from h2l.model.sampling import sampled_queries
 
 
-def evaluate(model: ProjectionTransformer, teacher: MultiHeadLDA, q: np.ndarray) -> dict:
+def evaluate(model: ProjectionTransformer, teacher: Teacher, q: np.ndarray) -> dict:
     with torch.no_grad():
         out = model.eval()(torch.from_numpy(q)).numpy()
     ref, _ = teacher.project(q)
     return {k: round(v, 6) if isinstance(v, float) else v for k, v in fidelity(out, ref, teacher.answers).items()}
 
 
-def seed_recipe(teacher: MultiHeadLDA, epochs: int = 200, batch: int = 32, seed: int = 0) -> tuple:
+def seed_recipe(teacher: Teacher, epochs: int = 200, batch: int = 32, seed: int = 0) -> tuple:
     """The seed's recipe as we read it: train on the user queries only, epochs over a fixed set."""
     torch.manual_seed(seed)
     model = ProjectionTransformer(StudentConfig(teacher.dim, 4, 2, 512, dropout=0.1, normalize_input=False))
@@ -67,7 +69,7 @@ def main() -> None:
     tmp = Path("/tmp/h2l-fidelity")
     tmp.mkdir(exist_ok=True)
     if any(want(n) for n in ("seed_recipe", "stream_user_queries", "stream_teacher_alone")):
-        from h2l.embed import embed
+        from h2l.importers.embed import embed
         from h2l.importers.qa import build_teacher, parse_qa_files
 
         uw = build_teacher(parse_qa_files(sorted(args.qa.glob("qa_pairs_v*.json"))), embed, temperature=0.1,

@@ -11,13 +11,13 @@ if ls .whl/*.whl >/dev/null 2>&1; then
   python3 -m pip install -q --no-index --no-deps --no-compile --upgrade --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site
 fi
 export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
-H2L="python3 -m h2l.cli"
+H2L="python3 -m h2l"
 {
 echo "== card"; nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader; date -u
 echo "== libraries"
 python3 - <<'PY'
 import torch, onnxruntime as ort
-from h2l.runtime import cuda_status
+from h2l.runtime.sessions import cuda_status
 print("torch", torch.__version__, "cuda:", torch.cuda.is_available(), torch.cuda.get_device_name(0) if torch.cuda.is_available() else "")
 print("onnxruntime", ort.__version__, ort.get_available_providers())
 print("onnxruntime CUDA EP usable:", cuda_status())

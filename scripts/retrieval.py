@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from h2l.embed import embed
+from h2l.importers.embed import embed
 from h2l.importers.qa import build_teacher, parse_qa_files, retrieval_quality
 
 

@@ -25,9 +25,9 @@ def main() -> None:
     ap.add_argument("--out", type=Path)
     args = ap.parse_args()
     bundle = args.bundle.resolve()
-    from h2l.bench import machine_info
-    from h2l.bench_runs import bench_bundle
-    from h2l.runtime import library_path
+    from h2l.bench.timing import machine_info
+    from h2l.bench.suites import bench_bundle
+    from h2l.runtime.sessions import library_path
 
     env = {**os.environ, "ORT_DYLIB_PATH": library_path(), "H2L_BUNDLE": str(bundle)}
     rows = []

@@ -27,8 +27,8 @@ def main() -> None:
     h2l = [sys.executable, "-m", "h2l.cli"]
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        from h2l.synthetic import synthetic_teacher
-        from h2l.teacher import save_npz
+        from h2l.model.synthetic import synthetic_teacher
+        from h2l.importers.npz import save_npz
 
         save_npz(synthetic_teacher(a.n, a.d, seed=1), tmp / "t.npz")
         steps = {}

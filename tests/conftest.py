@@ -5,14 +5,16 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
+import subprocess
 from pathlib import Path
 
 import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from h2l.synthetic import synthetic_teacher
-from h2l.teacher import save_npz
+from h2l.model.synthetic import synthetic_teacher
+from h2l.importers.npz import save_npz
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_QA = Path(os.environ.get("H2L_SHARED_DATA", REPO.parent / "shared" / "data" / "unifyweaver-qa"))
@@ -63,3 +65,65 @@ def rehash(bundle: Path, rel: str) -> None:
         if e["path"] == rel:
             e["sha256"], e["bytes"] = hashlib.sha256(data).hexdigest(), len(data)
     (bundle / "manifest.json").write_text(json.dumps(m))
+
+
+# ---------------------------------------------------------------- runtimes (Rust and Go drivers)
+
+RUST, GO = REPO / "runtimes" / "rust", REPO / "runtimes" / "go"
+
+
+def need(tool: str) -> str:
+    """Path of ``tool``; skip with the reason when absent, fail when H2L_REQUIRE_RUNTIMES=1 (CI)."""
+    path = shutil.which(tool)
+    if path is None:
+        if os.environ.get("H2L_REQUIRE_RUNTIMES") == "1":
+            pytest.fail(f"{tool} is required (H2L_REQUIRE_RUNTIMES=1) but not on PATH")
+        pytest.skip(f"{tool} is not installed")
+    return path
+
+
+def _make_bundle(root: Path, n: int, seed: int) -> Path:
+    from h2l.cli import app
+
+    save_npz(synthetic_teacher(n, 48, queries_per_head=3, heldout_per_head=1, seed=seed), root / "t.npz")
+    r = CliRunner()
+    res = r.invoke(app, ["distill", str(root / "t.npz"), "--out", str(root / "s.pt"), "--steps", "150",
+                         "--batch-size", "256", "--ff-dim", "64", "--quiet"])
+    assert res.exit_code == 0, res.output
+    res = r.invoke(app, ["export", "--teacher", str(root / "t.npz"), "--student", str(root / "s.pt"),
+                         "--out", str(root / "bundle"), "--min-cosine", "0.9"])
+    assert res.exit_code == 0, res.output
+    return root / "bundle"
+
+
+@pytest.fixture(scope="session")
+def rt_bundle(tmp_path_factory) -> Path:
+    """The bundle the runtimes test against (H2L_BUNDLE): N = 10, d = 48, with a student."""
+    return _make_bundle(tmp_path_factory.mktemp("rt"), 10, 5)
+
+
+@pytest.fixture(scope="session")
+def rt_bundle_b(tmp_path_factory) -> Path:
+    """A second bundle with another teacher (H2L_BUNDLE_B), for hot-reload tests."""
+    return _make_bundle(tmp_path_factory.mktemp("rt_b"), 14, 6)
+
+
+def run_tool(cmd, cwd, bundle, check=True, **env):
+    """Run a cargo/go command with H2L_BUNDLE and ORT_DYLIB_PATH set; the runner's exit status decides."""
+    from h2l.runtime.sessions import library_path
+
+    e = {**os.environ, "H2L_BUNDLE": str(bundle), "ORT_DYLIB_PATH": library_path(), **env}
+    p = subprocess.run(cmd, cwd=cwd, env=e, capture_output=True, text=True, timeout=1200)
+    if check:
+        assert p.returncode == 0, f"{cmd} failed:\n{p.stdout[-3000:]}\n{p.stderr[-3000:]}"
+    return p
+
+
+def tampered(bundle: Path, tmp_path: Path) -> Path:
+    copy = tmp_path / "tampered"
+    shutil.copytree(bundle, copy)
+    p = copy / "student.onnx"
+    data = bytearray(p.read_bytes())
+    data[len(data) // 3] ^= 0x40
+    p.write_bytes(bytes(data))
+    return copy

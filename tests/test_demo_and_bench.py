@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from h2l.bench import crossover
+from h2l.bench.timing import crossover
 from h2l.cli import app
 
 

@@ -4,13 +4,13 @@ import numpy as np
 import pytest
 import torch
 
-from h2l.checkpoint import load_checkpoint
+from h2l.distill.checkpoint import load_checkpoint
 from h2l.cli import app
 from h2l.distill.sampler import QueryStream, SamplerMix
 from h2l.distill.train import TrainConfig, distill, distill_loss, lr_factor
 from h2l.errors import InputError
-from h2l.student import StudentConfig
-from h2l.synthetic import synthetic_teacher
+from h2l.model.student import StudentConfig
+from h2l.model.synthetic import synthetic_teacher
 
 SMALL = StudentConfig(32, heads=4, layers=1, ff_dim=64)
 
@@ -140,7 +140,7 @@ def test_distill_from_the_teacher_alone(tmp_path):
 @pytest.mark.slow
 def test_distill_export_verify_end_to_end(tmp_path, runner):
     """CLI: a student good enough to pass the 0.98 gate, exported and verified; an undertrained one fails."""
-    from h2l.teacher import save_npz
+    from h2l.importers.npz import save_npz
 
     save_npz(synthetic_teacher(16, 64, queries_per_head=4, heldout_per_head=2, seed=7), tmp_path / "t.npz")
     r = runner.invoke(app, ["distill", str(tmp_path / "t.npz"), "--out", str(tmp_path / "s.pt"), "--steps", "300",
@@ -173,7 +173,7 @@ def test_int8_export_ships_through_the_gate(tmp_path, runner):
     """--quantize int8: dynamic int8 weights, output projection float, verified like any student."""
     import json
 
-    from h2l.teacher import save_npz
+    from h2l.importers.npz import save_npz
 
     save_npz(synthetic_teacher(12, 64, queries_per_head=3, heldout_per_head=1, seed=8), tmp_path / "t.npz")
     assert runner.invoke(app, ["distill", str(tmp_path / "t.npz"), "--out", str(tmp_path / "s.pt"), "--steps", "300",

@@ -7,10 +7,10 @@ import onnx
 import onnxruntime as ort
 import pytest
 
-from h2l.exporters._onnx_common import check, serialize
+from h2l.exporters.onnx_common import check, serialize
 from h2l.exporters.onnx_teacher import make_teacher_model
 from h2l.export import export_onnx
-from h2l.synthetic import synthetic_teacher
+from h2l.model.synthetic import synthetic_teacher
 
 from conftest import listing, rand_queries
 
@@ -95,7 +95,7 @@ def test_opset_and_ir_are_conservative(small_teacher):
 
 def test_teacher_over_2gib_is_refused_before_building(tmp_path):
     from h2l.errors import OutputError
-    from h2l.teacher import make_teacher
+    from h2l.model.teacher import make_teacher
 
     n, d = 700_000, 384  # 2 × 1.07 GB of float32
     c = np.broadcast_to(np.float32(1.0), (n, d))

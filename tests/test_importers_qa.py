@@ -5,11 +5,11 @@ import json
 import numpy as np
 import pytest
 
-from h2l import embed
+from h2l.importers import embed
 from h2l.cli import app
 from h2l.errors import DependencyError, InputError
 from h2l.importers.qa import build_teacher, parse_qa_files, retrieval_quality
-from h2l.teacher import load_npz
+from h2l.importers.npz import load_npz
 
 from conftest import DEMO_CACHE, DEMO_QA
 

@@ -7,7 +7,7 @@ import pytest
 
 from h2l.errors import InputError
 from h2l.importers.unifyweaver import import_lda_db, import_npy_dir
-from h2l.teacher import load_npz
+from h2l.importers.npz import load_npz
 
 
 def make_lda_db(root, n=4, d=6, mh_id=1, tau=0.2, seed=0):

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from h2l import embed
+from h2l.importers import embed
 from h2l.cli import app
 
 pytestmark = [pytest.mark.slow, pytest.mark.embed,

@@ -24,14 +24,14 @@ from hypothesis import strategies as st
 
 from h2l.cli import app
 from h2l.export import export_onnx
-from h2l.synthetic import synthetic_teacher
-from h2l.teacher import save_npz
+from h2l.model.synthetic import synthetic_teacher
+from h2l.importers.npz import save_npz
 
 from conftest import listing, rehash
 from test_importers_unifyweaver import make_lda_db
 
 pytestmark = pytest.mark.reliability
-H2L = [sys.executable, "-m", "h2l.cli"]
+H2L = [sys.executable, "-m", "h2l"]
 
 
 def one_line_error(result, code: int, *needles: str) -> None:
@@ -71,7 +71,7 @@ def test_float64_and_row_vector_npy_are_read_right(tmp_path, runner):
     db, cents, _ = make_lda_db(tmp_path)  # mixes float64 (d,), float64 (1, d) and float32
     r = runner.invoke(app, ["teacher", "import", "--lda-db", str(db), "--out", str(tmp_path / "t.npz")])
     assert r.exit_code == 0
-    from h2l.teacher import load_npz
+    from h2l.importers.npz import load_npz
 
     assert np.allclose(load_npz(tmp_path / "t.npz").centroids, cents, atol=1e-6)
 
@@ -239,9 +239,9 @@ def test_unwritable_folder(runner, teacher_npz, tmp_path):
 def test_property_teacher_onnx_equals_numpy(n, d, tau, batch, seed):
     import onnxruntime as ort
 
-    from h2l.exporters._onnx_common import serialize
+    from h2l.exporters.onnx_common import serialize
     from h2l.exporters.onnx_teacher import make_teacher_model
-    from h2l.teacher import make_teacher
+    from h2l.model.teacher import make_teacher
 
     rng = np.random.default_rng(seed)
     t = make_teacher(rng.standard_normal((n, d)) + 0.01, rng.standard_normal((n, d)), tau)
@@ -259,7 +259,7 @@ def test_property_teacher_onnx_equals_numpy(n, d, tau, batch, seed):
        ff=st.integers(4, 64), batch=st.sampled_from([1, 3, 32]), seed=st.integers(0, 2**16),
        normalize=st.booleans())
 def test_property_folded_equals_unfolded(heads, hd, layers, ff, batch, seed, normalize):
-    from h2l.student import ProjectionTransformer, StudentConfig, fold, torch_forward
+    from h2l.model.student import ProjectionTransformer, StudentConfig, fold, torch_forward
 
     torch.manual_seed(seed)
     m = ProjectionTransformer(StudentConfig(heads * hd, heads, layers, ff, normalize_input=normalize))
@@ -326,7 +326,7 @@ def test_interrupted_distill_resumes_to_the_same_metrics(tmp_path, sig):
     time.sleep(0.3)
     p.send_signal(sig)
     p.wait(timeout=60)
-    from h2l.checkpoint import load_checkpoint
+    from h2l.distill.checkpoint import load_checkpoint
 
     assert part.exists() and not load_checkpoint(part).complete, "interrupt came too late to test resume"
     resumed = subprocess.run(H2L + ["distill", str(t), "--out", str(part), "--resume", *common],
@@ -376,7 +376,7 @@ def test_pickled_npy_head_is_refused_not_executed(tmp_path, runner):
     assert not marker.exists() and not (tmp_path / "t.npz").exists()
 
 
-@pytest.mark.skipif(__import__("h2l.runtime", fromlist=["x"]).cuda_status()[0], reason="a usable GPU is present")
+@pytest.mark.skipif(__import__("h2l.runtime.sessions", fromlist=["x"]).cuda_status()[0], reason="a usable GPU is present")
 def test_cuda_where_none_works_is_a_provider_error(runner, bundle):
     r = runner.invoke(app, ["verify", str(bundle), "--provider", "all"])
     one_line_error(r, 7, "needs CUDA")

@@ -2,7 +2,8 @@ import numpy as np
 import pytest
 
 from h2l.errors import InputError
-from h2l.teacher import NORM_EPS, check_queries, load_npz, make_teacher, save_npz
+from h2l.model.teacher import NORM_EPS, check_queries, make_teacher
+from h2l.importers.npz import load_npz, save_npz
 
 from conftest import rand_queries
 

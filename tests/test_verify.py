@@ -9,7 +9,7 @@ from onnx import numpy_helper
 
 from h2l.cli import app
 from h2l.export import export_onnx
-from h2l.runtime import cuda_status
+from h2l.runtime.sessions import cuda_status
 
 from conftest import rehash
 
@@ -103,8 +103,8 @@ def test_queries_npy_wrong_dimension(runner, bundle, tmp_path):
 def test_summary_lines_name_provider_and_source(runner, tmp_path):
     """Rich markup must not swallow '[cpu, golden]' in the human summary."""
     from h2l.distill.train import TrainConfig, distill
-    from h2l.student import StudentConfig
-    from h2l.synthetic import synthetic_teacher
+    from h2l.model.student import StudentConfig
+    from h2l.model.synthetic import synthetic_teacher
 
     t = synthetic_teacher(6, 16, queries_per_head=2, heldout_per_head=1, seed=1)
     distill(t, tmp_path / "s.pt", student=StudentConfig(16, 2, 1, 16), quiet=True,

@@ -54,14 +54,14 @@ def run_demo(out: Path, *, steps: int = 800, force: bool = False, log=print, qui
 
 
 def _run(stage: Path, out: Path, *, steps: int, log, quiet: bool) -> dict:
-    from .bench import pin_threads
-    from .bench_runs import run_variants, variants
+    from .bench.timing import pin_threads
+    from .bench.suites import run_variants, variants
     from .distill.train import TrainConfig, distill
-    from .embed import cached_embedder, load_cache
+    from .importers.embed import cached_embedder, load_cache
     from .export import export_onnx
     from .importers.qa import build_teacher, parse_qa_files, retrieval_quality
-    from .teacher import save_npz
-    from .verify import raise_for_failures, verify_bundle
+    from .importers.npz import save_npz
+    from .verify.checks import raise_for_failures, verify_bundle
 
     qa, cache = demo_data()
     log(f"[1/5] teacher from {qa.name} (precomputed all-MiniLM-L6-v2 embeddings)")

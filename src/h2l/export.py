@@ -17,19 +17,20 @@ import onnx
 
 from . import __version__
 from .atomic import check_output_dir, npy_bytes, staged_dir, write_file
-from .bundle import GOLDEN_INPUTS, MANIFEST, SCHEMA_VERSION, file_entries, json_bytes
-from .checkpoint import StudentCheckpoint, load_checkpoint_with_sha
+from .bundle.manifest import GOLDEN_INPUTS, MANIFEST, SCHEMA_VERSION, file_entries, json_bytes
+from .distill.checkpoint import StudentCheckpoint, load_checkpoint_with_sha
 from .errors import InputError, ParityError
 from .exporters import PROJECTED_NAME
-from .exporters._onnx_common import check, check_size, serialize
+from .exporters.onnx_common import check, check_size, serialize
 from .exporters.onnx_student import make_folded_student_model, make_unfolded_student_model
 from .exporters.onnx_teacher import make_teacher_model
 from .exporters.quantize import make_int8_student_model
 from .metrics import cosine
-from .runtime import make_runner
-from .student import fold, torch_forward
-from .teacher import MultiHeadLDA
-from .verify import raise_for_failures, sampled_queries, verify_bundle
+from .runtime.sessions import make_runner
+from .model.student import fold, torch_forward
+from .model.teacher import Teacher
+from .verify.checks import raise_for_failures, verify_bundle
+from .model.sampling import sampled_queries
 
 SOURCE_ATOL = 1e-4  # folded/unfolded ONNX vs the torch model (float32 reassociation)
 GOLDEN_ATOL = 1e-5
@@ -48,7 +49,7 @@ def contract(model: onnx.ModelProto) -> dict:
     return {"inputs": [one(v) for v in model.graph.input], "outputs": [one(v) for v in model.graph.output]}
 
 
-def golden_queries(teacher: MultiHeadLDA, seed: int = 0) -> tuple[np.ndarray, list[str]]:
+def golden_queries(teacher: Teacher, seed: int = 0) -> tuple[np.ndarray, list[str]]:
     """(inputs, kind of each row): up to 8 stored (held-out first) queries, 3 near-centroid samples,
     2 isotropic random vectors and a zero vector."""
     rows = []
@@ -62,7 +63,7 @@ def golden_queries(teacher: MultiHeadLDA, seed: int = 0) -> tuple[np.ndarray, li
     return np.stack(rows).astype(np.float32), kinds
 
 
-def _student_model(ckpt: StudentCheckpoint, teacher: MultiHeadLDA, fold_graph: bool, ckpt_sha: str,
+def _student_model(ckpt: StudentCheckpoint, teacher: Teacher, fold_graph: bool, ckpt_sha: str,
                    probe: np.ndarray, quantize: str) -> tuple[bytes, dict]:
     if ckpt.teacher_sha256 != teacher.fingerprint():
         raise InputError("the student was distilled from a different teacher (teacher sha256 differs)",
@@ -111,7 +112,7 @@ def versions() -> dict[str, str]:
             "numpy": np.__version__, "torch": torch.__version__.split("+")[0]}
 
 
-def export_onnx(teacher: MultiHeadLDA, out: str | Path, *, student: str | Path | None = None, fold_graph: bool = True,
+def export_onnx(teacher: Teacher, out: str | Path, *, student: str | Path | None = None, fold_graph: bool = True,
                 force: bool = False, min_cosine: float = 0.98, seed: int = 0, quantize: str = "none") -> ExportResult:
     """Write a verified bundle to ``out``; raises (leaving no bundle) on any failed check.
 

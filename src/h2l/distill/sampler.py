@@ -24,7 +24,7 @@ import torch
 from torch.nn import functional as F
 
 from ..errors import InputError
-from ..teacher import NORM_EPS, MultiHeadLDA
+from ..model.teacher import Teacher, NORM_EPS
 
 
 @dataclass(frozen=True)
@@ -54,7 +54,7 @@ class SamplerMix:
 class TeacherTorch:
     """The teacher's projection in torch, for labelling batches without leaving the device."""
 
-    def __init__(self, teacher: MultiHeadLDA, device: torch.device) -> None:
+    def __init__(self, teacher: Teacher, device: torch.device) -> None:
         self.keys = torch.from_numpy(teacher.keys).to(device)
         self.answers = torch.from_numpy(teacher.answers).to(device)
 
@@ -90,7 +90,7 @@ def _noise_factor(x: np.ndarray) -> torch.Tensor:
 class QueryStream:
     """Draws batches (queries, teacher targets) from a seeded ``torch.Generator``."""
 
-    def __init__(self, teacher: MultiHeadLDA, user_queries: np.ndarray | None, mix: SamplerMix,
+    def __init__(self, teacher: Teacher, user_queries: np.ndarray | None, mix: SamplerMix,
                  generator: torch.Generator) -> None:
         self.mix = mix.validate()
         self.gen = generator

@@ -1,6 +1,6 @@
 """The distillation loop: AdamW on the teacher-labelled stream, validation on unseen queries, resume.
 
-Loss ``(1−λ)·MSE + λ·(1−cos)``.  The checkpoint (see :mod:`h2l.checkpoint`)
+Loss ``(1−λ)·MSE + λ·(1−cos)``.  The checkpoint (see :mod:`h2l.distill.checkpoint`)
 is rewritten atomically at every evaluation with the full training state,
 so ``--resume`` continues an interrupted run and ends with the same metrics
 as an uninterrupted run of the same seed.
@@ -18,11 +18,11 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from ..checkpoint import StudentCheckpoint, load_checkpoint, save_checkpoint
+from .checkpoint import StudentCheckpoint, load_checkpoint, save_checkpoint
 from ..errors import InputError, ProviderError
 from ..metrics import fidelity
-from ..student import ProjectionTransformer, StudentConfig
-from ..teacher import MultiHeadLDA
+from ..model.student import ProjectionTransformer, StudentConfig
+from ..model.teacher import Teacher
 from .sampler import QueryStream, SamplerMix, TeacherTorch
 
 
@@ -101,7 +101,7 @@ def pick_device(device: str) -> torch.device:
     return torch.device("cpu")
 
 
-def _split_user_queries(teacher: MultiHeadLDA, extra: np.ndarray | None, seed: int):
+def _split_user_queries(teacher: Teacher, extra: np.ndarray | None, seed: int):
     """(train queries for the sampler, held-out real queries for validation, or None)."""
     train, held = [], []
     if teacher.queries is not None:
@@ -116,7 +116,7 @@ def _split_user_queries(teacher: MultiHeadLDA, extra: np.ndarray | None, seed: i
     return cat(train), cat(held)
 
 
-def distill(teacher: MultiHeadLDA, out: str | Path, *, student: StudentConfig | None = None,
+def distill(teacher: Teacher, out: str | Path, *, student: StudentConfig | None = None,
             config: TrainConfig | None = None, queries: np.ndarray | None = None, device: str = "cpu",
             resume: bool = False, quiet: bool = False, stop_after: int | None = None) -> DistillResult:
     """Train a student on ``teacher``; write the checkpoint to ``out`` and a report beside it.

@@ -17,12 +17,12 @@ import numpy as np
 
 from ..atomic import check_output_dir, npy_bytes, staged_dir, write_file
 from ..errors import InputError
-from ..teacher import MultiHeadLDA
+from ..model.teacher import Teacher
 
 _SAFE_ID = re.compile(r"[A-Za-z0-9_.-]+")
 
 
-def export_npy(teacher: MultiHeadLDA, out: str | Path, *, mh_id: int = 1, force: bool = False) -> list[str]:
+def export_npy(teacher: Teacher, out: str | Path, *, mh_id: int = 1, force: bool = False) -> list[str]:
     """Write both layouts plus teacher.json; returns the relative paths written."""
     check_output_dir(Path(out), force)
     bad = [cid for cid in teacher.cluster_ids if not _SAFE_ID.fullmatch(cid) or cid in (".", "..")]

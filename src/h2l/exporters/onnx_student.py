@@ -16,15 +16,15 @@ import numpy as np
 import onnx
 from onnx import helper
 
-from ..student import FoldedStudent, ProjectionTransformer
+from ..model.student import FoldedStudent, ProjectionTransformer
 from . import BATCH_DIM, INPUT_NAME, PROJECTED_NAME
-from ._onnx_common import OPSET, initializer, make_model, normalize_nodes, output, query_input
+from .onnx_common import OPSET, initializer, make_model, normalize_nodes, output, query_input
 
 OUTPUT_NODE = "output_proj"
 
 
 def make_folded_student_model(folded: FoldedStudent, metadata: dict[str, str]) -> onnx.ModelProto:
-    """Build the folded student graph from plain matrices (see :func:`h2l.student.fold`)."""
+    """Build the folded student graph from plain matrices (see :func:`h2l.model.student.fold`)."""
     d = folded.config.dim
     nodes: list[onnx.NodeProto] = []
     inits: list[onnx.TensorProto] = [initializer("sqrt2", np.array(math.sqrt(2.0), np.float32)),

@@ -2,21 +2,23 @@
 
     q̂ = q / max(‖q‖, eps);  w = softmax(q̂ · K);  p = w · A,   K = Ĉᵀ/τ (pre-normalised, 1/τ folded)
 
-The graph follows :func:`h2l.teacher.project_arrays` step for step, so the two
+The graph follows :func:`h2l.model.teacher.project_arrays` step for step, so the two
 agree to float32 rounding, zero queries included.
 """
 
 from __future__ import annotations
 
+import numpy as np
 import onnx
-from onnx import helper
+from onnx import helper, numpy_helper
 
-from ..teacher import MultiHeadLDA
+from ..errors import IntegrityError
+from ..model.teacher import Teacher
 from . import INPUT_NAME, PROJECTED_NAME, WEIGHTS_NAME
-from ._onnx_common import initializer, make_model, normalize_nodes, output, query_input
+from .onnx_common import initializer, make_model, normalize_nodes, output, query_input
 
 
-def make_teacher_model(teacher: MultiHeadLDA) -> onnx.ModelProto:
+def make_teacher_model(teacher: Teacher) -> onnx.ModelProto:
     """Build the teacher graph: ``query_embedding`` → ``projected_embedding``, ``routing_weights``."""
     n, d = teacher.n_heads, teacher.dim
     nodes, inits = normalize_nodes(INPUT_NAME, "q_hat")
@@ -34,3 +36,17 @@ def make_teacher_model(teacher: MultiHeadLDA) -> onnx.ModelProto:
     meta = {"h2l.role": "teacher", "h2l.name": teacher.name, "h2l.temperature": repr(teacher.temperature),
             "h2l.n_heads": str(n), "h2l.dim": str(d), "h2l.teacher_sha256": teacher.fingerprint()}
     return make_model(graph, meta)
+
+
+def teacher_arrays(path) -> tuple[np.ndarray, np.ndarray]:
+    """The frozen keys (Ĉᵀ/τ) and answers read back from teacher.onnx: the numpy reference's inputs."""
+    try:
+        model = onnx.load(str(path))
+    except Exception as exc:  # noqa: BLE001 - any parse failure: not ONNX
+        raise IntegrityError(f"{path.name} is not a readable ONNX model ({type(exc).__name__})",
+                             "re-export the bundle") from None
+    inits = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+    if "keys" not in inits or "answers" not in inits:
+        raise IntegrityError(f"{path.name} lacks the keys/answers initializers of an h2l teacher",
+                             "re-export the bundle")
+    return inits["keys"], inits["answers"]

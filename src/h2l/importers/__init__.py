@@ -1,1 +1,1 @@
-"""Readers that turn other projects' files into a :class:`h2l.teacher.MultiHeadLDA`."""
+"""Readers that turn other projects' files into a :class:`h2l.model.teacher.Teacher`."""

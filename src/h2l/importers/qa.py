@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError
-from ..teacher import MultiHeadLDA, QuerySet, make_teacher
+from ..model.teacher import Teacher, QuerySet, make_teacher
 
 _TOP_KEYS = {"version", "description", "notes", "embedding_models", "clusters"}
 _CLUSTER_KEYS = {"id", "answer_source", "answers", "queries", "description"}
@@ -139,7 +139,7 @@ def _normalize(x: np.ndarray) -> np.ndarray:
 
 
 def build_teacher(clusters: list[QACluster], embed_fn, *, temperature: float = 0.1, holdout_per_cluster: int = 2,
-                  seed: int = 0, model: str = "all-MiniLM-L6-v2", name: str = "teacher") -> MultiHeadLDA:
+                  seed: int = 0, model: str = "all-MiniLM-L6-v2", name: str = "teacher") -> Teacher:
     """Embed, split and build.  ``embed_fn(texts) -> (n, d) float32`` unit vectors."""
     if holdout_per_cluster < 0:
         raise InputError(f"--holdout-per-cluster {holdout_per_cluster} < 0", "pass 0 or more")
@@ -173,7 +173,7 @@ def build_teacher(clusters: list[QACluster], embed_fn, *, temperature: float = 0
                         name=name, embedding_model=model, queries=qs)
 
 
-def retrieval_quality(teacher: MultiHeadLDA, queries: np.ndarray, labels: np.ndarray) -> dict[str, dict[str, float]]:
+def retrieval_quality(teacher: Teacher, queries: np.ndarray, labels: np.ndarray) -> dict[str, dict[str, float]]:
     """Recall@1 and MRR of the true cluster on held-out queries.
 
     (a) ``plain_cosine``: rank answers by cosine with the query; (b) ``projection``:

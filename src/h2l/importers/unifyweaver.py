@@ -15,7 +15,8 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError
-from ..teacher import MultiHeadLDA, load_npy, make_teacher
+from ..model.teacher import Teacher, make_teacher
+from .npz import load_npy
 
 _MH = re.compile(r"^mh_(?P<mh>\d+)_cluster_(?P<cid>.+)_(?P<kind>centroid|answer)\.npy$")
 _FLAT = re.compile(r"^(?P<kind>centroid|answer_emb)_(?P<cid>.+)\.npy$")
@@ -54,7 +55,7 @@ def _stack(heads: list[tuple[str, Path, Path]]) -> tuple[np.ndarray, np.ndarray,
     return np.stack(cents), np.stack(answers), ids
 
 
-def import_lda_db(db: str | Path, mh_id: int = 1) -> MultiHeadLDA:
+def import_lda_db(db: str | Path, mh_id: int = 1) -> Teacher:
     """Read projection ``mh_id`` from an ``lda.db``; relative head paths resolve against its folder."""
     db = Path(db)
     if not db.is_file():
@@ -100,7 +101,7 @@ def import_lda_db(db: str | Path, mh_id: int = 1) -> MultiHeadLDA:
     return make_teacher(c, a, temperature, ids, name=str(name or f"mh_{mh_id}"))
 
 
-def import_npy_dir(folder: str | Path, temperature: float, mh_id: int | None = None) -> MultiHeadLDA:
+def import_npy_dir(folder: str | Path, temperature: float, mh_id: int | None = None) -> Teacher:
     """Read ``mh_{id}_cluster_{cid}_{centroid|answer}.npy`` or ``centroid_{id}.npy``/``answer_emb_{id}.npy``."""
     folder = Path(folder)
     if not folder.is_dir():

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from .errors import ProviderError
+from ..errors import ProviderError
 
 CPU = "CPUExecutionProvider"
 CUDA = "CUDAExecutionProvider"

@@ -9,15 +9,15 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
-import onnx
-from onnx import numpy_helper
 
-from .bundle import Bundle, open_bundle
-from .errors import IntegrityError, ParityError, ProviderError
-from .exporters import PROJECTED_NAME, WEIGHTS_NAME
-from .metrics import fidelity, nearest_answer
-from .runtime import Runner, contract_diff, contract_of, cuda_status, make_runner
-from .teacher import check_queries, project_arrays
+from ..bundle.manifest import Bundle, open_bundle
+from ..errors import IntegrityError, ParityError, ProviderError
+from ..exporters import PROJECTED_NAME, WEIGHTS_NAME
+from ..exporters.onnx_teacher import teacher_arrays
+from ..metrics import fidelity, nearest_answer
+from ..runtime.sessions import Runner, contract_diff, contract_of, cuda_status, make_runner
+from ..model.sampling import sampled_queries
+from ..model.teacher import check_queries, project_arrays
 
 BATCH_SIZES = (1, 3, 32)
 ATOL = {"cpu": 1e-5, "cuda": 1e-4}
@@ -69,35 +69,6 @@ def resolve_providers(provider: str) -> tuple[list[str], list[tuple[str, str]]]:
     run = {"cpu": ["cpu"], "cuda": ["cuda"], "all": ["cpu", "cuda"], "auto": ["cpu"] + (["cuda"] if ok else [])}
     skipped = [("cuda", reason)] if provider == "auto" and not ok else []
     return run[provider], skipped
-
-
-def teacher_arrays(path) -> tuple[np.ndarray, np.ndarray]:
-    """The frozen keys (Ĉᵀ/τ) and answers read back from teacher.onnx: the numpy reference's inputs."""
-    try:
-        model = onnx.load(str(path))
-    except Exception as exc:  # noqa: BLE001 - any parse failure: not ONNX
-        raise IntegrityError(f"{path.name} is not a readable ONNX model ({type(exc).__name__})",
-                             "re-export the bundle") from None
-    inits = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
-    if "keys" not in inits or "answers" not in inits:
-        raise IntegrityError(f"{path.name} lacks the keys/answers initializers of an h2l teacher",
-                             "re-export the bundle")
-    return inits["keys"], inits["answers"]
-
-
-def sampled_queries(keys: np.ndarray, temperature: float, n: int, seed: int) -> np.ndarray:
-    """Seeded queries around and between centroids (1–3 centroid mixes plus noise of norm 0.2–1.0)."""
-    rng = np.random.default_rng(seed)
-    c = (keys * temperature).T.astype(np.float64)
-    n_heads, d = c.shape
-    out = np.empty((n, d))
-    for i in range(n):
-        k = rng.integers(1, min(3, n_heads) + 1)
-        idx = rng.choice(n_heads, size=k, replace=False)
-        mix = rng.dirichlet(np.ones(k)) @ c[idx]
-        noise = rng.standard_normal(d)
-        out[i] = mix / np.linalg.norm(mix) + noise / np.linalg.norm(noise) * rng.uniform(0.2, 1.0)
-    return out.astype(np.float32)
 
 
 def _max_abs(a: np.ndarray, b: np.ndarray) -> float:

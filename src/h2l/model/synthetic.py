@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .teacher import MultiHeadLDA, QuerySet, make_teacher
+from .teacher import Teacher, QuerySet, make_teacher
 
 
 def _unit(x: np.ndarray) -> np.ndarray:
@@ -18,7 +18,7 @@ def _unit(x: np.ndarray) -> np.ndarray:
 
 def synthetic_teacher(n: int, dim: int = 384, *, temperature: float = 0.1, topics: int | None = None,
                       spread: float = 0.9, queries_per_head: int = 0, heldout_per_head: int = 0,
-                      seed: int = 0, name: str | None = None) -> MultiHeadLDA:
+                      seed: int = 0, name: str | None = None) -> Teacher:
     """A teacher with ``n`` heads; optionally with stored train/held-out queries per head."""
     rng = np.random.default_rng(seed)
     topics = topics or max(2, min(48, int(round(np.sqrt(n) * 2))))
@@ -37,7 +37,7 @@ def synthetic_teacher(n: int, dim: int = 384, *, temperature: float = 0.1, topic
                         [f"c{i}" for i in range(n)], name=name or f"synthetic_n{n}_d{dim}", queries=queries)
 
 
-def neighbour_cosines(teacher: MultiHeadLDA) -> np.ndarray:
+def neighbour_cosines(teacher: Teacher) -> np.ndarray:
     """Cosine of each head's centroid with its nearest other centroid."""
     c = _unit(teacher.centroids.astype(np.float64))
     s = c @ c.T

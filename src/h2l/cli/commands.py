@@ -17,9 +17,9 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from .atomic import check_output_file
-from .cli_render import out, print_bench, print_demo_summary, print_report, print_summary
-from .errors import EXIT_INTERRUPTED, H2LError, InputError
+from ..atomic import check_output_file
+from .render import out, print_bench, print_demo_summary, print_report, print_summary
+from ..errors import EXIT_INTERRUPTED, H2LError, InputError
 
 app = typer.Typer(name="h2l", help="Distil multi-head LDA routing teachers into students; ship both as ONNX.",
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
@@ -83,8 +83,8 @@ def teacher_import(
     force: Annotated[bool, typer.Option("--force", help="Replace an existing --out.")] = False,
 ) -> None:
     """Import a UnifyWeaver teacher (lda.db or a folder of .npy files) into a teacher .npz."""
-    from .importers.unifyweaver import import_lda_db, import_npy_dir
-    from .teacher import save_npz
+    from ..importers.unifyweaver import import_lda_db, import_npy_dir
+    from ..importers.npz import save_npz
 
     if (lda_db is None) == (npy_dir is None):
         raise InputError("pass exactly one of --lda-db or --npy-dir", "see `h2l teacher import --help`")
@@ -106,7 +106,7 @@ def teacher_info(
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
     """Show a teacher's size, temperature, ids and stored queries."""
-    from .teacher import load_npz
+    from ..importers.npz import load_npz
 
     t = load_npz(path)
     qs = t.queries
@@ -138,9 +138,9 @@ def teacher_build(
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable report.")] = False,
 ) -> None:
     """Build a teacher from Q-A text: one head per cluster, held-out queries stored with it."""
-    from .embed import cached_embedder, load_cache
-    from .importers.qa import build_teacher, parse_qa_files, retrieval_quality
-    from .teacher import save_npz
+    from ..importers.embed import cached_embedder, load_cache
+    from ..importers.qa import build_teacher, parse_qa_files, retrieval_quality
+    from ..importers.npz import save_npz
 
     check_output_file(out_path, force)
     clusters = parse_qa_files(qa, model=model)
@@ -181,7 +181,7 @@ def arch(
     """Size a student: (H, L) with H^L ≥ N, H | d, fewest layers, least overshoot."""
     from dataclasses import asdict
 
-    from .student import arch_candidates
+    from ..model.sizing import arch_candidates
 
     cands = arch_candidates(n, embed_dim, ff_dim=ff_dim, max_heads=max_heads, prefer_heads=prefer_heads)
     if as_json:
@@ -224,12 +224,13 @@ def distill(
     as_json: Annotated[bool, typer.Option("--json", help="Print the final metrics as JSON.")] = False,
 ) -> None:
     """Distil a teacher into a ProjectionTransformer on a stream of teacher-labelled fresh queries."""
-    from .distill.sampler import SamplerMix
-    from .distill.train import TrainConfig
-    from .distill.train import distill as run_distill
-    from .queries import load_npy_queries
-    from .student import StudentConfig
-    from .teacher import check_queries, load_npz
+    from ..distill.sampler import SamplerMix
+    from ..distill.train import TrainConfig
+    from ..distill.train import distill as run_distill
+    from ..importers.queries import load_npy_queries
+    from ..model.student import StudentConfig
+    from ..model.teacher import check_queries
+    from ..importers.npz import load_npz
 
     t = load_npz(teacher)
     if not resume:
@@ -274,18 +275,18 @@ def export(
     as_json: Annotated[bool, typer.Option("--json", help="Print the manifest as JSON.")] = False,
 ) -> None:
     """Export the teacher (and student) as a verified bundle, or as UnifyWeaver .npy files."""
-    from .teacher import load_npz
+    from ..importers.npz import load_npz
 
     t = load_npz(teacher)
     if fmt is Format.npy:
-        from .exporters.npy import export_npy
+        from ..exporters.npy import export_npy
 
         if student is not None:
             raise InputError("--format npy writes the teacher only", "drop --student or use --format onnx")
         written = export_npy(t, out_dir, mh_id=mh_id, force=force)
         out.print(f"wrote {len(written)} .npy files to {out_dir} (float32 little-endian, shape (d,))")
         return
-    from .export import export_onnx
+    from ..export import export_onnx
 
     res = export_onnx(t, out_dir, student=student, fold_graph=not no_fold, force=force, min_cosine=min_cosine,
                       quantize=quantize.value)
@@ -309,7 +310,7 @@ def verify(
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable report.")] = False,
 ) -> None:
     """Check integrity, the I/O contract, golden vectors and parity; non-zero exit on any failure."""
-    from .verify import raise_for_failures, verify_bundle
+    from ..verify.checks import raise_for_failures, verify_bundle
 
     q, labels = (None, None) if queries is None else _load_queries(queries, bundle)
     report = verify_bundle(bundle, provider=provider.value, min_cosine=min_cosine, queries=q, labels=labels)
@@ -321,7 +322,7 @@ def verify(
 
 
 def _load_queries(path: Path, bundle: Path):
-    from .queries import load_query_file
+    from ..importers.queries import load_query_file
 
     return load_query_file(path, bundle)
 
@@ -344,7 +345,7 @@ def bench(
     plot: Annotated[Optional[Path], typer.Option("--plot", help="Sweep: write latency vs N as PNG.")] = None,
 ) -> None:
     """Time teacher and student variants (p50/p90/p99, pinned threads); --sweep finds the crossover N."""
-    from .bench_runs import bench_bundle, bench_sweep, plot_sweep
+    from ..bench.suites import bench_bundle, bench_sweep, plot_sweep
 
     provs = {p.strip() for p in providers.split(",") if p.strip()}
     unknown = provs - {"cpu", "cuda", "torch"}
@@ -356,9 +357,9 @@ def bench(
     except ValueError:
         raise InputError("--batch and --n take comma-separated integers", "e.g. --batch 1,32") from None
     if "cuda" in provs:
-        from .bench_runs import torch_cuda
-        from .errors import ProviderError
-        from .runtime import cuda_status
+        from ..bench.suites import torch_cuda
+        from ..errors import ProviderError
+        from ..runtime.sessions import cuda_status
 
         ok, reason = cuda_status()
         if not ok and not torch_cuda():
@@ -374,7 +375,7 @@ def bench(
         report = bench_bundle(bundle, checkpoint=checkpoint, providers=provs, batches=batches, threads=threads,
                               quick=quick)
     if json_out is not None:
-        from .atomic import write_bytes_atomic
+        from ..atomic import write_bytes_atomic
 
         write_bytes_atomic(json_out, (json.dumps(report, indent=2, sort_keys=True) + "\n").encode())
     if as_json:
@@ -392,7 +393,7 @@ def demo(
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar.")] = False,
 ) -> None:
     """Run the whole pipeline on the shipped demo data: teacher, distill, export, verify, bench."""
-    from .demo import run_demo
+    from ..demo import run_demo
 
     res = run_demo(out_dir, steps=steps, force=force, log=lambda m: out.print(m, markup=False), quiet=quiet)
     print_demo_summary(res.summary)
@@ -402,7 +403,7 @@ def demo(
 @handled
 def ort_lib() -> None:
     """Print the path of the onnxruntime shared library the Python wheel ships (for ORT_DYLIB_PATH)."""
-    from .runtime import library_path
+    from ..runtime.sessions import library_path
 
     path = library_path()
     if not path:
@@ -414,5 +415,5 @@ def main() -> None:  # pragma: no cover - console script entry
     app()
 
 
-if __name__ == "__main__":  # python -m h2l.cli (used by tests that need a real process)
+if __name__ == "__main__":  # python -m h2l.cli.commands; `python -m h2l` is the usual form
     main()

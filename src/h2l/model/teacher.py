@@ -1,4 +1,4 @@
-"""The multi-head LDA teacher: arrays, validation, the numpy reference, npz I/O.
+"""The multi-head LDA teacher: arrays, validation, the numpy reference (files: h2l.importers.npz).
 
 ``project(q) = softmax(q̂ · Ĉᵀ / τ) · A``.  The numpy code here is the
 reference every export is checked against, so it computes in float32 with the
@@ -10,20 +10,15 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import io
-import zipfile
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 
-from .errors import InputError
+from ..errors import InputError
 
 #: Floor on the query norm, shared with the ONNX graph: a zero query maps to
 #: q̂ = 0, uniform routing weights and the mean answer.
 NORM_EPS = 1e-12
-NPZ_FORMAT_VERSION = 1
-_ZIP_DATE = (1980, 1, 1, 0, 0, 0)
 
 
 @dataclass(frozen=True)
@@ -50,7 +45,7 @@ def _empty_queries(d: int) -> QuerySet:
 
 
 @dataclass(frozen=True)
-class MultiHeadLDA:
+class Teacher:
     """A validated teacher.  Build it with :func:`make_teacher`."""
 
     centroids: np.ndarray  # (N, d) float32, as given
@@ -90,9 +85,13 @@ class MultiHeadLDA:
         h.update("\x00".join(self.cluster_ids).encode())
         return h.hexdigest()
 
-    def with_queries(self, queries: QuerySet | None) -> "MultiHeadLDA":
+    def with_queries(self, queries: QuerySet | None) -> "Teacher":
         return make_teacher(self.centroids, self.answers, self.temperature, self.cluster_ids,
                             name=self.name, embedding_model=self.embedding_model, queries=queries)
+
+
+#: The name before round 2; kept so existing code keeps working.
+MultiHeadLDA = Teacher
 
 
 def project_arrays(q: np.ndarray, keys: np.ndarray, answers: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -134,7 +133,7 @@ def check_queries(q: np.ndarray, dim: int, *, what: str = "query") -> np.ndarray
 
 
 def make_teacher(centroids, answers, temperature, cluster_ids=None, *, name: str = "teacher",
-                 embedding_model: str = "", queries: QuerySet | None = None) -> MultiHeadLDA:
+                 embedding_model: str = "", queries: QuerySet | None = None) -> Teacher:
     """Validate raw arrays and return a teacher; every problem is an InputError."""
     c = np.asarray(centroids)
     a = np.asarray(answers)
@@ -176,7 +175,7 @@ def make_teacher(centroids, answers, temperature, cluster_ids=None, *, name: str
         raise InputError(f"duplicate cluster id {dup!r}", "make cluster ids unique")
     if queries is not None:
         queries = _check_query_set(queries, c.shape)
-    return MultiHeadLDA(c, a, tau, ids, name, embedding_model, queries)
+    return Teacher(c, a, tau, ids, name, embedding_model, queries)
 
 
 def _check_query_set(qs: QuerySet, shape: tuple[int, int]) -> QuerySet:
@@ -193,95 +192,3 @@ def _check_query_set(qs: QuerySet, shape: tuple[int, int]) -> QuerySet:
                              "rebuild the teacher with `h2l teacher build`")
         parts += [np.ascontiguousarray(q), lab]
     return QuerySet(*parts)
-
-
-def load_npy(path: str | Path, what: str) -> np.ndarray:
-    """Read a plain .npy as data only (never unpickled); every problem is an InputError naming ``what``."""
-    path = Path(path)
-    try:
-        arr = np.load(path, allow_pickle=False)
-    except FileNotFoundError:
-        raise InputError(f"{what}: file {path} does not exist", "fix the path or restore the file") from None
-    except IsADirectoryError:
-        raise InputError(f"{what}: {path} is a folder, not a .npy file", "point it at a .npy file") from None
-    except (ValueError, OSError, EOFError) as exc:
-        pickled = "pickle" in str(exc).lower() and path.read_bytes()[:6] == b"\x93NUMPY"
-        reason = "holds a pickled object (refused, not executed)" if pickled else "is not a readable .npy"
-        raise InputError(f"{what}: file {path} {reason}", "re-save it with numpy.save as float32") from None
-    if not isinstance(arr, np.ndarray):  # np.load opens an .npz as an NpzFile
-        arr.close()
-        raise InputError(f"{what}: file {path} is an .npz archive, not a .npy", "save one array with numpy.save")
-    return arr
-
-
-# ---------------------------------------------------------------- npz files
-
-def save_npz(teacher: MultiHeadLDA, path: str | Path) -> None:
-    """Write a teacher .npz with fixed zip timestamps, so equal teachers give equal bytes.
-
-    Keys: centroids (N,d) f4, answers (N,d) f4, temperature () f8, cluster_ids (N,) str,
-    name () str, embedding_model () str, format_version () i8, and when queries are stored
-    train_queries, train_labels, heldout_queries, heldout_labels.
-    """
-    arrays = {
-        "format_version": np.array(NPZ_FORMAT_VERSION, np.int64),
-        "centroids": teacher.centroids,
-        "answers": teacher.answers,
-        "temperature": np.array(teacher.temperature, np.float64),
-        "cluster_ids": np.array(teacher.cluster_ids, dtype=str),
-        "name": np.array(teacher.name, dtype=str),
-        "embedding_model": np.array(teacher.embedding_model, dtype=str),
-    }
-    if teacher.queries is not None:
-        qs = teacher.queries
-        arrays.update(train_queries=qs.train, train_labels=qs.train_labels,
-                      heldout_queries=qs.heldout, heldout_labels=qs.heldout_labels)
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w", zipfile.ZIP_STORED) as zf:
-        for key, arr in arrays.items():
-            member = io.BytesIO()
-            np.lib.format.write_array(member, np.asarray(arr), allow_pickle=False)
-            zf.writestr(zipfile.ZipInfo(f"{key}.npy", _ZIP_DATE), member.getvalue())
-    from .atomic import write_bytes_atomic  # local: keeps teacher free of I/O policy at import
-
-    write_bytes_atomic(Path(path), buf.getvalue())
-
-
-def load_npz(path: str | Path) -> MultiHeadLDA:
-    """Read a teacher .npz without unpickling anything; every problem is an InputError."""
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(f"teacher file {path} does not exist", "pass the path of a teacher .npz")
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            data = {k: z[k] for k in z.files}
-    except ValueError as exc:
-        if "pickle" in str(exc).lower() and path.read_bytes()[:4] == b"PK\x03\x04":
-            raise InputError(f"teacher file {path} holds a pickled object, refused (not executed)",
-                             "save plain numeric arrays (h2l never unpickles teacher files)") from None
-        raise InputError(f"teacher file {path} is not a readable .npz ({exc})", "re-create it") from None
-    except (OSError, zipfile.BadZipFile, EOFError) as exc:
-        raise InputError(f"teacher file {path} is not a readable .npz ({type(exc).__name__})",
-                         "re-create it with `h2l teacher import` or `h2l teacher build`") from None
-    missing = [k for k in ("centroids", "answers", "temperature") if k not in data]
-    if missing:
-        raise InputError(f"teacher file {path} lacks key(s) {', '.join(missing)}",
-                         "store centroids, answers and temperature (see README, teacher .npz)")
-    version = int(data.get("format_version", NPZ_FORMAT_VERSION))
-    if version > NPZ_FORMAT_VERSION:
-        raise InputError(f"teacher file {path} has format_version {version}, newer than this h2l",
-                         "upgrade h2l")
-    queries = None
-    if "train_queries" in data or "heldout_queries" in data:
-        d = np.asarray(data["centroids"]).shape[-1]
-        z = np.zeros((0, d), np.float32)
-        e = np.zeros(0, np.int64)
-        queries = QuerySet(data.get("train_queries", z), data.get("train_labels", e),
-                           data.get("heldout_queries", z), data.get("heldout_labels", e))
-    ids = data.get("cluster_ids")
-    return make_teacher(
-        data["centroids"], data["answers"], np.asarray(data["temperature"]).reshape(-1)[0]
-        if np.asarray(data["temperature"]).size == 1 else data["temperature"],
-        None if ids is None else [str(i) for i in np.asarray(ids).reshape(-1)],
-        name=str(data.get("name", path.stem)), embedding_model=str(data.get("embedding_model", "")),
-        queries=queries)

@@ -12,17 +12,19 @@ from pathlib import Path
 
 import numpy as np
 
-from .bench import BENCH_SCHEMA, Timing, crossover, floor_us, machine_info, measure_floor, pin_threads, timing, to_json
-from .exporters import INPUT_NAME
-from .exporters._onnx_common import serialize
-from .exporters.onnx_student import make_folded_student_model, make_unfolded_student_model
-from .exporters.onnx_teacher import make_teacher_model
-from .exporters.quantize import make_int8_student_model
-from .runtime import cuda_status, make_runner
-from .student import ProjectionTransformer, StudentConfig, choose_arch, fold, macs
-from .synthetic import synthetic_teacher
-from .teacher import MultiHeadLDA, project_arrays
-from .verify import fidelity, sampled_queries
+from .timing import BENCH_SCHEMA, Timing, crossover, floor_us, machine_info, measure_floor, pin_threads, timing, to_json
+from ..exporters import INPUT_NAME
+from ..exporters.onnx_common import serialize
+from ..exporters.onnx_student import make_folded_student_model, make_unfolded_student_model
+from ..exporters.onnx_teacher import make_teacher_model
+from ..exporters.quantize import make_int8_student_model
+from ..runtime.sessions import cuda_status, make_runner
+from ..model.student import ProjectionTransformer, StudentConfig, fold
+from ..model.sizing import choose_arch, macs
+from ..model.synthetic import synthetic_teacher
+from ..model.teacher import Teacher, project_arrays
+from ..metrics import fidelity
+from ..model.sampling import sampled_queries
 
 Fn = Callable[[np.ndarray], object]
 
@@ -65,7 +67,7 @@ def _torch(model: ProjectionTransformer, device: str) -> Fn:
     return run
 
 
-def variants(teacher: MultiHeadLDA, model: ProjectionTransformer | None, *, threads: int, providers: set[str],
+def variants(teacher: Teacher, model: ProjectionTransformer | None, *, threads: int, providers: set[str],
              int8: bool = True, unfolded: bool = True) -> dict[tuple[str, str, str], Fn]:
     """(model, variant, provider) → callable on a (batch, d) float32 array."""
     keys, answers = teacher.keys, teacher.answers
@@ -114,7 +116,7 @@ def run_variants(fns: dict, dim: int, batches: list[int], quick: bool, seed: int
     return res
 
 
-def _fidelity_of_variants(teacher: MultiHeadLDA, model: ProjectionTransformer, threads: int) -> dict:
+def _fidelity_of_variants(teacher: Teacher, model: ProjectionTransformer, threads: int) -> dict:
     """Student-vs-teacher fidelity of each shippable graph on seeded near-centroid queries."""
     q = sampled_queries(teacher.keys, teacher.temperature, 512, 0)
     ref, _ = teacher.project(q)
@@ -131,16 +133,16 @@ def _fidelity_of_variants(teacher: MultiHeadLDA, model: ProjectionTransformer, t
 def bench_bundle(root: Path, *, checkpoint: Path | None, providers: set[str], batches: list[int], threads: int,
                  quick: bool) -> dict:
     """Time a bundle's teacher and (with ``checkpoint``) every student variant."""
-    from .bundle import open_bundle
-    from .checkpoint import load_checkpoint
-    from .errors import InputError
-    from .verify import teacher_arrays
+    from ..bundle.manifest import open_bundle
+    from ..distill.checkpoint import load_checkpoint
+    from ..errors import InputError
+    from ..exporters.onnx_teacher import teacher_arrays
 
     bundle = open_bundle(root)
     keys, answers = teacher_arrays(bundle.path(bundle.models["teacher"]["file"]))
     t = bundle.manifest["teacher"]
     cents = (keys * t["temperature"]).T
-    from .teacher import make_teacher
+    from ..model.teacher import make_teacher
 
     teacher = make_teacher(cents, answers, t["temperature"], t["cluster_ids"], name=bundle.manifest["name"])
     model = None
@@ -213,7 +215,7 @@ def plot_sweep(report: dict, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from .atomic import write_bytes_atomic
+    from ..atomic import write_bytes_atomic
 
     batches = sorted({r["batch"] for r in report["results"]})
     fig, axes = plt.subplots(1, len(batches), figsize=(6 * len(batches), 4.2), squeeze=False)

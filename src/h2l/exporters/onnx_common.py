@@ -8,7 +8,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from .. import __version__
 from ..errors import OutputError
-from ..teacher import NORM_EPS
+from ..model.teacher import NORM_EPS
 from . import BATCH_DIM, INPUT_NAME
 
 #: Opset 18 (IR 8) loads in every onnxruntime since 1.14, including the

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import InputError
-from .teacher import load_npy
+from ..errors import InputError
+from .npz import load_npy
 
 
 def load_npy_queries(path: Path) -> np.ndarray:
@@ -27,7 +27,7 @@ def load_query_file(path: Path, bundle: Path | None = None, *, embedding_model: 
     if path.suffix not in (".json", ".jsonl"):
         raise InputError(f"query file {path} is not .npy, .json or .jsonl", "pass embeddings (.npy) or Q-A text")
     if bundle is not None:
-        from .bundle import open_bundle
+        from ..bundle.manifest import open_bundle
 
         doc = open_bundle(bundle, check_hashes=False).manifest  # validated; verify re-checks the hashes
         embedding_model = embedding_model or doc["teacher"]["embedding_model"]
@@ -36,7 +36,7 @@ def load_query_file(path: Path, bundle: Path | None = None, *, embedding_model: 
         raise InputError("the teacher records no embedding model, so Q-A text cannot be embedded for it",
                          "pass --queries as a .npy of embeddings")
     from .embed import embed
-    from .importers.qa import parse_qa_files
+    from .qa import parse_qa_files
 
     clusters = parse_qa_files([path], model=embedding_model)
     index = {cid: i for i, cid in enumerate(cluster_ids or [])}

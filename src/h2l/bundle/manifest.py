@@ -21,7 +21,7 @@ from pathlib import Path, PurePosixPath
 
 import numpy as np
 
-from .errors import IntegrityError, InputError
+from ..errors import InputError, IntegrityError
 
 SCHEMA_VERSION = 1
 MANIFEST = "manifest.json"

@@ -1,0 +1,1 @@
+"""Layer 7: timing harness, bundle and sweep suites, plots."""
