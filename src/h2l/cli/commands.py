@@ -322,9 +322,9 @@ def verify(
 
 
 def _load_queries(path: Path, bundle: Path):
-    from ..importers.queries import load_query_file
+    from ..verify.queries import load_bundle_queries
 
-    return load_query_file(path, bundle)
+    return load_bundle_queries(path, bundle)
 
 
 @app.command()

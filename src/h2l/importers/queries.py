@@ -1,7 +1,8 @@
 """Query files for ``verify --queries`` and ``distill --queries``: .npy (n×d), Q-A JSON or JSONL.
 
-Q-A files are embedded with the model the bundle's manifest names; their
-cluster ids become labels, so verify can report Recall@1 of both models.
+Q-A files are embedded with the model the caller names (for verify: the
+bundle's manifest, see :mod:`h2l.verify.queries`); their cluster ids become
+labels, so verify can report Recall@1 of both models.
 """
 
 from __future__ import annotations
@@ -18,20 +19,17 @@ def load_npy_queries(path: Path) -> np.ndarray:
     return load_npy(path, "query file")
 
 
-def load_query_file(path: Path, bundle: Path | None = None, *, embedding_model: str | None = None,
+def load_query_file(path: Path, *, embedding_model: str | None = None,
                     cluster_ids: list[str] | None = None) -> tuple[np.ndarray, np.ndarray | None]:
-    """(queries, labels or None).  For Q-A text the model and ids come from the bundle's manifest."""
+    """(queries, labels or None).  Q-A text is embedded with ``embedding_model``; ids become labels.
+
+    For a bundle's model and ids see :func:`h2l.verify.queries.load_bundle_queries` (a bundle is a higher layer).
+    """
     path = Path(path)
     if path.suffix == ".npy":
         return load_npy_queries(path), None
     if path.suffix not in (".json", ".jsonl"):
         raise InputError(f"query file {path} is not .npy, .json or .jsonl", "pass embeddings (.npy) or Q-A text")
-    if bundle is not None:
-        from ..bundle.manifest import open_bundle
-
-        doc = open_bundle(bundle, check_hashes=False).manifest  # validated; verify re-checks the hashes
-        embedding_model = embedding_model or doc["teacher"]["embedding_model"]
-        cluster_ids = cluster_ids or doc["teacher"]["cluster_ids"]
     if not embedding_model:
         raise InputError("the teacher records no embedding model, so Q-A text cannot be embedded for it",
                          "pass --queries as a .npy of embeddings")
