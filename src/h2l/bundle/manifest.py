@@ -105,6 +105,13 @@ class Bundle:
     def models(self) -> dict:
         return self.manifest["models"]
 
+    def read_verified(self, rel: str) -> bytes:
+        """The bytes of listed file ``rel``, checked against the manifest: build from these, never re-open."""
+        entry = next((e for e in self.manifest["files"] if e["path"] == rel), None)
+        if entry is None:
+            raise IntegrityError(f"manifest refers to {rel!r} but does not list its sha256", "re-export the bundle")
+        return read_verified(self.root, entry)
+
     def golden_inputs(self) -> np.ndarray:
         return read_npy(self.path(self.manifest["golden"]["inputs"]))
 
@@ -120,8 +127,36 @@ def read_npy(path: Path) -> np.ndarray:
                              "re-export the bundle") from None
 
 
-def open_bundle(root: str | Path, *, check_hashes: bool = True) -> Bundle:
-    """Open ``root``: read and validate the manifest, check every listed file's size and sha256."""
+def read_verified(root: Path, entry: dict) -> bytes:
+    """Read a listed file once, then check its size and sha256 on those very bytes (no check-then-use gap).
+
+    One read into one buffer: the caller builds its session from the bytes that were hashed.
+    """
+    full = safe_path(root, entry["path"])
+    try:
+        with open(full, "rb") as fh:
+            data = fh.read(entry["bytes"] + 1)  # one byte more than listed reveals a grown file
+    except OSError:
+        raise IntegrityError(f"bundle file {entry['path']} is missing or unreadable", "re-export the bundle") from None
+    if len(data) != entry["bytes"]:
+        raise IntegrityError(f"bundle file {entry['path']} has {len(data)} bytes, manifest says {entry['bytes']} "
+                             "(sha256 mismatch)", "re-export the bundle; do not edit its files")
+    h = hashlib.sha256()
+    view = memoryview(data)
+    for i in range(0, len(view), 1 << 20):  # streamed over the buffer, no copy
+        h.update(view[i:i + (1 << 20)])
+    if h.hexdigest() != entry["sha256"]:
+        raise IntegrityError(f"bundle file {entry['path']} fails its sha256 check (modified or corrupt)",
+                             "re-export the bundle; do not edit its files")
+    return data
+
+
+def open_bundle(root: str | Path, *, check_hashes: bool = True, defer_models: bool = False) -> Bundle:
+    """Open ``root``: read and validate the manifest, check every listed file's size and sha256.
+
+    ``defer_models``: the model files' hashes are left to :meth:`Bundle.read_verified`, which the caller
+    must use to load them (hashed once, on the bytes it loads).
+    """
     root = Path(root)
     if not root.is_dir():
         raise InputError(f"bundle folder {root} does not exist", "pass the --out folder of `h2l export`")
@@ -134,6 +169,7 @@ def open_bundle(root: str | Path, *, check_hashes: bool = True) -> Bundle:
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise IntegrityError(f"{MANIFEST} is not valid JSON ({exc})", "re-export the bundle") from None
     validate_manifest(doc)
+    deferred = {m["file"] for m in doc["models"].values()} if defer_models else set()
     listed = {}
     for entry in doc["files"]:
         full = safe_path(root, entry["path"])
@@ -143,7 +179,7 @@ def open_bundle(root: str | Path, *, check_hashes: bool = True) -> Bundle:
         if full.stat().st_size != entry["bytes"]:
             raise IntegrityError(f"bundle file {entry['path']} has {full.stat().st_size} bytes, manifest says "
                                  f"{entry['bytes']} (sha256 mismatch)", "re-export the bundle; do not edit its files")
-        if check_hashes and sha256_file(full) != entry["sha256"]:
+        if check_hashes and entry["path"] not in deferred and sha256_file(full) != entry["sha256"]:
             raise IntegrityError(f"bundle file {entry['path']} fails its sha256 check (modified or corrupt)",
                                  "re-export the bundle; do not edit its files")
     referenced = [m["file"] for m in doc["models"].values()] + [doc["golden"]["inputs"]] + \

@@ -38,15 +38,17 @@ def make_teacher_model(teacher: Teacher) -> onnx.ModelProto:
     return make_model(graph, meta)
 
 
-def teacher_arrays(path) -> tuple[np.ndarray, np.ndarray]:
-    """The frozen keys (Ĉᵀ/τ) and answers read back from teacher.onnx: the numpy reference's inputs."""
+def teacher_arrays(source, name: str = "teacher.onnx") -> tuple[np.ndarray, np.ndarray]:
+    """The frozen keys (Ĉᵀ/τ) and answers read back from teacher.onnx (bytes or a path): the numpy reference's inputs."""
+    if not isinstance(source, bytes):
+        name = getattr(source, "name", name)
     try:
-        model = onnx.load(str(path))
+        model = onnx.load_from_string(source) if isinstance(source, bytes) else onnx.load(str(source))
     except Exception as exc:  # noqa: BLE001 - any parse failure: not ONNX
-        raise IntegrityError(f"{path.name} is not a readable ONNX model ({type(exc).__name__})",
+        raise IntegrityError(f"{name} is not a readable ONNX model ({type(exc).__name__})",
                              "re-export the bundle") from None
     inits = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
     if "keys" not in inits or "answers" not in inits:
-        raise IntegrityError(f"{path.name} lacks the keys/answers initializers of an h2l teacher",
+        raise IntegrityError(f"{name} lacks the keys/answers initializers of an h2l teacher",
                              "re-export the bundle")
     return inits["keys"], inits["answers"]

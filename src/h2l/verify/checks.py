@@ -76,13 +76,14 @@ def _max_abs(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def _check_provider(bundle: Bundle, provider: str, sources: dict[str, np.ndarray], min_cosine: float,
-                    labels: np.ndarray | None, summary: dict, keys: np.ndarray, answers: np.ndarray) -> list[Check]:
+                    labels: np.ndarray | None, summary: dict, keys: np.ndarray, answers: np.ndarray,
+                    model_bytes: dict[str, bytes]) -> list[Check]:
     checks: list[Check] = []
     atol = ATOL[provider]
     runners: dict[str, Runner] = {}
     for name, meta in bundle.models.items():
         try:
-            runners[name] = make_runner(bundle.path(meta["file"]), provider)
+            runners[name] = make_runner(model_bytes[name], provider)  # the verified bytes, never re-opened
         except ProviderError:
             raise
         except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own types
@@ -150,9 +151,10 @@ def verify_bundle(root, *, provider: str = "auto", min_cosine: float = 0.98, que
                   labels: np.ndarray | None = None, n_sampled: int = 256, seed: int = 0) -> VerifyReport:
     """Run every check on every requested provider; never raises for a failed check (see raise_for_failures)."""
     providers, skipped = resolve_providers(provider)
-    bundle = open_bundle(root)
+    bundle = open_bundle(root, defer_models=True)
+    model_bytes = {name: bundle.read_verified(meta["file"]) for name, meta in bundle.models.items()}
     d = bundle.manifest["teacher"]["dim"]
-    keys, answers = teacher_arrays(bundle.path(bundle.models["teacher"]["file"]))
+    keys, answers = teacher_arrays(model_bytes["teacher"], bundle.models["teacher"]["file"])
     rng = np.random.default_rng(seed)
     sources = {"golden": check_queries(bundle.golden_inputs(), d, what="golden inputs"),
                "sampled": sampled_queries(keys, bundle.manifest["teacher"]["temperature"], n_sampled, seed),
@@ -162,7 +164,7 @@ def verify_bundle(root, *, provider: str = "auto", min_cosine: float = 0.98, que
     summary: dict = {}
     checks: list[Check] = []
     for p in providers:
-        checks += _check_provider(bundle, p, sources, min_cosine, labels, summary, keys, answers)
+        checks += _check_provider(bundle, p, sources, min_cosine, labels, summary, keys, answers, model_bytes)
     return VerifyReport(tuple(checks), tuple(providers), tuple(skipped), min_cosine, summary)
 
 

@@ -1,0 +1,88 @@
+"""The public Python API, one function per pipeline stage (re-exported lazily by :mod:`h2l`).
+
+    teacher = h2l.load_teacher("teacher.npz")          # or an lda.db, or a folder of .npy heads
+    result  = h2l.distill_teacher(teacher, "s.pt", steps=2000)
+    h2l.export_bundle(teacher, "bundle", student="s.pt")
+    report  = h2l.verify_bundle("bundle")              # raises on a failed check
+    bundle  = h2l.Bundle.open("bundle")                # schema, sha256, I/O contract, like Rust and Go
+    vecs    = bundle.project(queries)                  # float32 [batch, d]; student if shipped, else teacher
+
+Names never shadow a subpackage (``h2l.distill`` is the subpackage, ``h2l.distill_teacher`` the function).
+Heavy imports (torch, onnxruntime) happen inside the functions that need them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from .bundle.loaded import Bundle
+from .model.teacher import Teacher
+
+__all__ = ["Teacher", "Bundle", "load_teacher", "save_teacher", "distill_teacher", "export_bundle",
+           "verify_bundle"]
+
+
+def load_teacher(path: str | Path, *, mh_id: int | None = None, temperature: float | None = None) -> Teacher:
+    """Read a teacher: an h2l ``.npz``, a UnifyWeaver ``lda.db`` (projection ``mh_id``, default 1),
+    or a folder of UnifyWeaver ``.npy`` heads (needs ``temperature``)."""
+    from .errors import InputError
+
+    path = Path(path)
+    if path.is_dir():
+        from .importers.unifyweaver import import_npy_dir
+
+        if temperature is None:
+            raise InputError("a folder of .npy heads does not store τ", "pass temperature=, e.g. 0.1")
+        return import_npy_dir(path, temperature, mh_id)
+    if path.suffix == ".db":
+        from .importers.unifyweaver import import_lda_db
+
+        return import_lda_db(path, 1 if mh_id is None else mh_id)
+    from .importers.npz import load_npz
+
+    return load_npz(path)
+
+
+def save_teacher(teacher: Teacher, path: str | Path) -> None:
+    """Write ``teacher`` as an h2l ``.npz`` (atomic; equal teachers give equal bytes)."""
+    from .importers.npz import save_npz
+
+    save_npz(teacher, path)
+
+
+def distill_teacher(teacher: Teacher, out: str | Path, *, heads: int = 4, layers: int = 2, ff_dim: int = 512,
+                    steps: int = 2000, batch_size: int = 1024, seed: int = 0, device: str = "cpu",
+                    queries: np.ndarray | None = None, resume: bool = False, quiet: bool = True, **train):
+    """Distil ``teacher`` into a student checkpoint at ``out``; returns the DistillResult (checkpoint, report).
+
+    Extra keyword arguments go to :class:`h2l.distill.train.TrainConfig` (lr, cosine_weight, patience, ...).
+    """
+    from .distill.train import TrainConfig, distill
+    from .model.student import StudentConfig
+
+    cfg = TrainConfig(steps=steps, batch_size=batch_size, seed=seed, **train)
+    return distill(teacher, out, student=StudentConfig(teacher.dim, heads, layers, ff_dim), config=cfg,
+                   queries=queries, device=device, resume=resume, quiet=quiet)
+
+
+def export_bundle(teacher: Teacher, out: str | Path, *, student: str | Path | None = None, force: bool = False,
+                  fold: bool = True, quantize: str = "none", min_cosine: float = 0.98, seed: int = 0):
+    """Write a verified bundle to ``out`` (nothing is left on failure); returns the ExportResult (out, manifest)."""
+    from .export import export_onnx
+
+    return export_onnx(teacher, out, student=student, fold_graph=fold, force=force, min_cosine=min_cosine,
+                       seed=seed, quantize=quantize)
+
+
+def verify_bundle(path: str | Path, *, provider: str = "cpu", min_cosine: float = 0.98,
+                  queries: np.ndarray | None = None, check: bool = True):
+    """Run every check of ``h2l verify``; returns the VerifyReport, and with ``check`` raises on any failure."""
+    from .verify.checks import raise_for_failures
+    from .verify.checks import verify_bundle as run_checks
+
+    report = run_checks(path, provider=provider, min_cosine=min_cosine, queries=queries)
+    if check:
+        raise_for_failures(report)
+    return report
