@@ -1,15 +1,32 @@
-"""Atomic file and directory writes: temp name, fsync, rename; and the byte formats written that way.
+"""Atomic file and directory writes: temp name, fsync, rename, fsync the folder; and the byte formats written that way.
 
-A crash, SIGKILL or Ctrl-C at any point leaves either the old file/folder, the
-complete new one, or (for a fresh folder) nothing under the final name; never
-a half-written one that a reader could take for good.
+A crash, SIGKILL, Ctrl-C or power loss at any point leaves either the old
+file/folder, the complete new one, or (for a fresh folder) nothing under the
+final name; never a half-written one that a reader could take for good.
+
+Power loss: file contents are fsynced before the rename, and the folder that
+holds a renamed entry is fsynced after it, so the rename itself is durable.
+
+Debris: a SIGKILL can leave ``.NAME.*.partial`` (a stage, or with the exchange
+below the old bundle swapped out) and, on the fallback path, ``.NAME.*.old``
+(the old bundle renamed aside).  The next :func:`check_output_dir` for NAME
+removes every ``.partial`` and every ``.old`` while NAME exists; an ``.old``
+with no NAME beside it is the only copy of the old bundle, so it is restored,
+never deleted.  A live writer holds an ``flock`` on its stage, so a concurrent
+cleaner skips it.  On Linux the folder is published with
+``renameat2(RENAME_EXCHANGE)``: one atomic swap, so the only-copy state cannot
+arise; elsewhere (or where the filesystem refuses it) two renames are used.
 """
 
 from __future__ import annotations
 
+import ctypes
+import errno
 import io
 import os
+import re
 import shutil
+import sys
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -18,6 +35,11 @@ from pathlib import Path
 import numpy as np
 
 from .errors import OutputError
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - Windows: no flock; a concurrent cleaner is not guarded there
+    fcntl = None
 
 
 def _read_umask() -> int:
@@ -29,8 +51,24 @@ def _read_umask() -> int:
 _UMASK = _read_umask()  # read once at import: changing it later would race with other threads
 
 
+def fsync_dir(folder: Path) -> None:
+    """fsync a folder, so the renames and creations inside it survive power loss (no-op where unsupported)."""
+    flags = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0)
+    try:
+        fd = os.open(folder, flags)
+    except OSError:
+        return  # e.g. Windows cannot open a folder; its renames are journaled by NTFS
+    try:
+        os.fsync(fd)
+    except OSError as exc:
+        if exc.errno not in (errno.EINVAL, errno.ENOTSUP, errno.EBADF):  # some filesystems refuse folder fsync
+            raise
+    finally:
+        os.close(fd)
+
+
 def write_bytes_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a sibling temp file and a rename."""
+    """Write ``data`` to ``path`` through a sibling temp file, a rename and an fsync of the folder."""
     path = Path(path)
     parent = path.parent if str(path.parent) else Path(".")
     if not parent.is_dir():
@@ -40,12 +78,15 @@ def write_bytes_atomic(path: Path, data: bytes) -> None:
     except OSError as exc:
         raise OutputError(f"cannot write to {parent} ({exc.strerror})", "choose a writable folder") from None
     try:
+        if fcntl is not None:
+            fcntl.flock(fd, fcntl.LOCK_EX)  # a concurrent clean_debris leaves a live temp file alone
         with os.fdopen(fd, "wb") as fh:
             os.fchmod(fh.fileno(), 0o666 & ~_UMASK)  # mkstemp makes 0600; published files get the usual mode
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
+        fsync_dir(parent)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
@@ -66,8 +107,10 @@ def npy_bytes(arr: np.ndarray) -> bytes:
 
 
 def check_output_file(path: Path, force: bool) -> None:
-    """Refuse an existing output file unless ``force``; refuse a missing parent folder."""
+    """Remove temp files a killed write left; refuse an existing output file unless ``force``, or a missing parent."""
     path = Path(path)
+    if path.absolute().parent.is_dir():
+        clean_debris(path)
     if path.exists() and not force:
         raise OutputError(f"output {path} already exists", "pass --force to replace it, or choose another --out")
     if not path.absolute().parent.is_dir():
@@ -75,8 +118,11 @@ def check_output_file(path: Path, force: bool) -> None:
 
 
 def check_output_dir(out: Path, force: bool) -> None:
-    """Refuse an existing output folder unless ``force``; refuse an unwritable parent."""
+    """Clean up debris a killed run left beside ``out``; refuse an existing ``out`` unless ``force``,
+    and an unwritable parent."""
     out = Path(out)
+    if out.absolute().parent.is_dir():
+        clean_debris(out)
     if out.exists() and not force:
         raise OutputError(f"output {out} already exists", "pass --force to replace it, or choose another --out")
     if out.exists() and not out.is_dir():
@@ -90,13 +136,15 @@ def check_output_dir(out: Path, force: bool) -> None:
 
 @contextmanager
 def staged_dir(out: Path, force: bool) -> Iterator[Path]:
-    """Yield a hidden staging folder; on success it replaces ``out`` by rename.
+    """Yield a hidden staging folder; on success it replaces ``out`` atomically.
 
     Only a completed ``with`` block publishes the folder.  On any exception
     (including KeyboardInterrupt) the staging folder is removed.  With --force
-    the old folder is renamed aside first and deleted after the swap (restored
-    if the swap fails), so a kill between the two renames leaves no bundle
-    rather than a mixed one.
+    on Linux the stage and the old folder are swapped in one
+    ``renameat2(RENAME_EXCHANGE)`` and the old one, now at the stage's name, is
+    deleted.  Elsewhere the old folder is renamed aside to ``.NAME.*.old`` first
+    and deleted after the second rename (restored if it fails, and by the next
+    run if a kill came between the two).
     """
     out = Path(out).absolute()
     check_output_dir(out, force)
@@ -105,27 +153,150 @@ def staged_dir(out: Path, force: bool) -> Iterator[Path]:
         stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=parent))
     except OSError as exc:
         raise OutputError(f"cannot create a folder in {parent} ({exc.strerror})", "choose a writable --out") from None
-    aside = None
+    lock = _lock(stage)  # held until we are done: a concurrent cleaner leaves a live stage alone
+    aside = aside_lock = None
     try:
         os.chmod(stage, 0o777 & ~_UMASK)
         yield stage
         _fsync_tree(stage)
+        if out.exists() and exchange(stage, out):
+            fsync_dir(parent)
+            shutil.rmtree(stage, ignore_errors=True)  # the old folder, swapped out
+            return
         if out.exists():
             aside = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".old", dir=parent))
+            aside_lock = _lock(aside)
             os.replace(out, aside / "x")
+            fsync_dir(parent)
         os.replace(stage, out)
+        fsync_dir(parent)
         if aside is not None:
             shutil.rmtree(aside, ignore_errors=True)
     except BaseException:
         shutil.rmtree(stage, ignore_errors=True)
         if aside is not None and (aside / "x").exists() and not out.exists():
             os.replace(aside / "x", out)  # the swap failed: put the old folder back
+            fsync_dir(parent)
             shutil.rmtree(aside, ignore_errors=True)
         raise
+    finally:
+        for fd in (lock, aside_lock):
+            if fd is not None:
+                os.close(fd)
 
 
 def _fsync_tree(root: Path) -> None:
+    """fsync every file, then every folder bottom-up (the stage itself last), before the publishing rename."""
     for p in sorted(root.rglob("*")):
         if p.is_file():
             with open(p, "rb") as fh:
                 os.fsync(fh.fileno())
+    folders = [p for p in root.rglob("*") if p.is_dir()]
+    for d in sorted(folders, key=lambda p: len(p.parts), reverse=True) + [root]:
+        fsync_dir(d)
+
+
+# ------------------------------------------------------------------ atomic exchange and debris
+
+_AT_FDCWD = -100
+_RENAME_EXCHANGE = 2
+
+
+def _renameat2():
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        fn = ctypes.CDLL(None, use_errno=True).renameat2  # glibc >= 2.28, musl >= 1.2.4
+    except (AttributeError, OSError):
+        return None
+    fn.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    fn.restype = ctypes.c_int
+    return fn
+
+
+_RENAMEAT2 = _renameat2()
+
+
+def exchange(a: Path, b: Path) -> bool:
+    """Swap two existing paths atomically (Linux ``renameat2(RENAME_EXCHANGE)``); False where unsupported."""
+    if _RENAMEAT2 is None:
+        return False
+    rc = _RENAMEAT2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE)
+    if rc == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.ENOSYS, errno.EINVAL, errno.ENOTSUP, errno.EOPNOTSUPP):  # old kernel, or the fs refuses
+        return False
+    raise OSError(err, f"cannot swap {a} and {b}: {os.strerror(err)}")
+
+
+def _lock(path: Path, blocking: bool = True) -> int | None:
+    """An exclusive flock on ``path`` (a file or folder): the fd, or None when another holder has it."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        if fcntl is not None:
+            fcntl.flock(fd, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
+    except OSError:
+        os.close(fd)
+        return None
+    return fd
+
+
+def debris(out: Path) -> tuple[list[Path], list[Path]]:
+    """(``.NAME.*.partial``, ``.NAME.*.old``) entries beside ``out``, oldest first."""
+    out = Path(out).absolute()
+    pat = re.compile(rf"\.{re.escape(out.name)}\.[a-z0-9_]{{8}}\.(partial|old)")  # tempfile's 8 random chars
+    found: dict[str, list[Path]] = {"partial": [], "old": []}
+    try:
+        names = os.listdir(out.parent)
+    except OSError:
+        return [], []
+    for name in names:
+        if m := pat.fullmatch(name):
+            found[m[1]].append(out.parent / name)
+    key = lambda p: (p.lstat().st_mtime_ns, p.name)  # noqa: E731
+    return sorted(found["partial"], key=key), sorted(found["old"], key=key)
+
+
+def clean_debris(out: Path) -> list[str]:
+    """Remove what killed runs left beside ``out``; restore an ``.old`` that is the only copy.  Returns the actions."""
+    out = Path(out).absolute()
+    actions = []
+    partials, olds = debris(out)
+    for p in partials:
+        fd = _lock(p, blocking=False)
+        if fd is None and p.exists():
+            continue  # a live writer holds it
+        try:
+            _remove(p)
+            actions.append(f"removed {p.name}")
+        finally:
+            if fd is not None:
+                os.close(fd)
+    for old in reversed(olds):  # newest first: the most recent bundle is the one to restore
+        fd = _lock(old, blocking=False)
+        if fd is None:
+            continue  # a live fallback publish is between its renames
+        try:
+            if not out.exists() and not out.is_symlink() and (old / "x").exists():
+                os.replace(old / "x", out)
+                fsync_dir(out.parent)
+                actions.append(f"restored {out.name} from {old.name}")
+            if out.exists():
+                _remove(old)
+                actions.append(f"removed {old.name}")
+        finally:
+            os.close(fd)
+    if actions:
+        fsync_dir(out.parent)
+    return actions
+
+
+def _remove(p: Path) -> None:
+    if p.is_dir() and not p.is_symlink():
+        shutil.rmtree(p, ignore_errors=True)
+    else:
+        p.unlink(missing_ok=True)
