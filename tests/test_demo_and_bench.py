@@ -56,9 +56,9 @@ def test_bench_sweep_quick_with_plot(tmp_path, runner):
 
 
 def test_bench_rejects_bad_arguments(runner, tmp_path):
-    assert runner.invoke(app, ["bench"]).exit_code == 3
+    assert runner.invoke(app, ["bench"]).exit_code == 2
     r = runner.invoke(app, ["bench", "--sweep", "--providers", "tpu"])
-    assert r.exit_code == 3 and "unknown provider" in r.stderr
+    assert r.exit_code == 2 and "unknown 'tpu'" in r.stderr
 
 
 def test_crossover_interpolates():

@@ -34,6 +34,6 @@ def test_npy_export_layouts_byte_for_byte(tmp_path, runner, teacher_npz, small_t
 def test_npy_export_refuses_student_and_existing_dir(tmp_path, runner, teacher_npz):
     r = runner.invoke(app, ["export", "--format", "npy", "--teacher", str(teacher_npz), "--out", str(tmp_path),
                             "--student", "x.pt"])
-    assert r.exit_code == 3 and "--format npy writes the teacher only" in r.stderr
+    assert r.exit_code == 2 and "--format npy writes the teacher's vectors only; --student" in r.stderr
     r = runner.invoke(app, ["export", "--format", "npy", "--teacher", str(teacher_npz), "--out", str(tmp_path)])
     assert r.exit_code == 4 and "already exists" in r.stderr

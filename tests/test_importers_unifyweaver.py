@@ -128,5 +128,5 @@ def test_cli_npy_dir_needs_temperature(tmp_path, runner):
     from h2l.cli import app
 
     r = runner.invoke(app, ["teacher", "import", "--npy-dir", str(tmp_path), "--out", str(tmp_path / "t.npz")])
-    assert r.exit_code == 3 and "needs --temperature" in r.stderr
+    assert r.exit_code == 2 and "needs --temperature" in r.stderr
     assert not (tmp_path / "t.npz").exists()

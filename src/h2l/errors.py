@@ -36,6 +36,13 @@ class H2LError(Exception):
         return " ".join(text.split())
 
 
+class UsageError(H2LError):
+    """A command line that contradicts itself or lacks a required choice (exit 2, like click's own errors)."""
+
+    exit_code = EXIT_USAGE
+    default_fix = "see the command's --help"
+
+
 class InputError(H2LError):
     """A teacher, query, checkpoint or Q-A file that is malformed or unsafe."""
 

@@ -70,7 +70,11 @@ def _student_model(ckpt: StudentCheckpoint, teacher: Teacher, fold_graph: bool, 
                          "pass the --teacher the student was distilled from, or re-run `h2l distill`")
     if ckpt.config.dim != teacher.dim:
         raise InputError(f"student d = {ckpt.config.dim} but teacher d = {teacher.dim}", "re-run `h2l distill`")
-    model = ckpt.model()
+    try:
+        model = ckpt.model()
+    except RuntimeError as exc:  # load_state_dict: missing/unexpected keys or shapes that differ from the config
+        raise InputError(f"the student checkpoint's weights do not match its architecture "
+                         f"({str(exc).splitlines()[0][:160]})", "re-run `h2l distill`; do not edit checkpoints") from None
     meta = {"h2l.name": teacher.name, "h2l.teacher_sha256": teacher.fingerprint(), "h2l.checkpoint_sha256": ckpt_sha,
             "h2l.architecture": json.dumps(ckpt.config.to_dict(), sort_keys=True), "h2l.dim": str(teacher.dim),
             "h2l.n_heads": str(teacher.n_heads), "h2l.temperature": repr(teacher.temperature)}

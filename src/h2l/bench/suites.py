@@ -148,10 +148,18 @@ def bench_bundle(root: Path, *, checkpoint: Path | None, providers: set[str], ba
     model = None
     if checkpoint is not None:
         ck = load_checkpoint(checkpoint)
+        if ck.teacher_sha256 != t["sha256"]:
+            raise InputError(f"--checkpoint {checkpoint} was distilled from another teacher (teacher sha256 "
+                             f"{ck.teacher_sha256[:12]}…, the bundle's is {t['sha256'][:12]}…)",
+                             "pass the checkpoint the bundle was exported from")
         if "student" in bundle.models and ck.config.to_dict() != bundle.models["student"].get("architecture"):
             raise InputError("--checkpoint does not match the bundle's student architecture",
                              "pass the checkpoint the bundle was exported from")
-        model = ck.model()
+        try:
+            model = ck.model()
+        except RuntimeError as exc:  # load_state_dict: weights that do not fit the checkpoint's own config
+            raise InputError(f"--checkpoint {checkpoint}: weights do not match its architecture "
+                             f"({str(exc).splitlines()[0][:160]})", "re-run `h2l distill`") from None
     with pin_threads(threads):
         fns = variants(teacher, model, threads=threads, providers=providers)
         if model is None and "student" in bundle.models:

@@ -19,7 +19,8 @@ from rich.table import Table
 
 from ..atomic import check_output_file
 from .render import out, print_bench, print_demo_summary, print_report, print_summary
-from ..errors import EXIT_INTERRUPTED, H2LError, InputError
+from ..errors import EXIT_INTERRUPTED, H2LError, InputError, UsageError
+from .params import Choices, PositiveInts, Shares
 
 app = typer.Typer(name="h2l", help="Distil multi-head LDA routing teachers into students; ship both as ONNX.",
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
@@ -87,13 +88,13 @@ def teacher_import(
     from ..importers.npz import save_npz
 
     if (lda_db is None) == (npy_dir is None):
-        raise InputError("pass exactly one of --lda-db or --npy-dir", "see `h2l teacher import --help`")
+        raise UsageError("pass exactly one of --lda-db or --npy-dir", "see `h2l teacher import --help`")
     check_output_file(out_path, force)
     if lda_db is not None:
         teacher = import_lda_db(lda_db, 1 if mh_id is None else mh_id)
     else:
         if temperature is None:
-            raise InputError("--npy-dir needs --temperature (the folder does not store τ)", "pass e.g. --temperature 0.1")
+            raise UsageError("--npy-dir needs --temperature (the folder does not store τ)", "pass e.g. --temperature 0.1")
         teacher = import_npy_dir(npy_dir, temperature, mh_id)
     save_npz(teacher, out_path)
     out.print(f"wrote {out_path}: N = {teacher.n_heads}, d = {teacher.dim}, τ = {teacher.temperature:g}")
@@ -212,8 +213,8 @@ def distill(
     batch_size: Annotated[int, typer.Option("--batch-size", help="Queries per step.")] = 1024,
     lr: Annotated[float, typer.Option("--lr", help="Peak AdamW learning rate.")] = 3e-3,
     cosine_weight: Annotated[float, typer.Option("--cosine-weight", help="λ in (1−λ)·MSE + λ·(1−cos).")] = 0.7,
-    mix: Annotated[str, typer.Option("--mix", help="Sampler shares: centroid mixes, perturbed, pairs.")]
-    = "0.5,0.25,0.25",
+    mix: Annotated[list, typer.Option("--mix", parser=Shares(3), metavar="FLOATS",
+                                      help="Sampler shares: centroid mixes, perturbed, pairs.")] = "0.5,0.25,0.25",
     eval_every: Annotated[int, typer.Option("--eval-every", help="Steps between validations.")] = 50,
     patience: Annotated[int, typer.Option("--patience", help="Validations without gain before stopping.")] = 10,
     seed: Annotated[int, typer.Option("--seed", help="Seed of weights and the query stream.")] = 0,
@@ -235,14 +236,9 @@ def distill(
     t = load_npz(teacher)
     if not resume:
         check_output_file(out_path, force)
-    try:
-        shares = [float(x) for x in mix.split(",")]
-        assert len(shares) == 3
-    except (ValueError, AssertionError):
-        raise InputError(f"--mix {mix!r} is not three numbers", "pass e.g. --mix 0.5,0.25,0.25") from None
     q = None if queries is None else check_queries(load_npy_queries(queries), t.dim, what="--queries")
     cfg = TrainConfig(steps=steps, batch_size=batch_size, lr=lr, cosine_weight=cosine_weight, eval_every=eval_every,
-                      patience=patience, seed=seed, mix=SamplerMix(*shares))
+                      patience=patience, seed=seed, mix=SamplerMix(*mix))
     res = run_distill(t, out_path, student=StudentConfig(t.dim, heads, layers, ff_dim), config=cfg, queries=q,
                       device=device.value, resume=resume, quiet=quiet or as_json)
     final = res.checkpoint.metrics["final"]
@@ -277,12 +273,16 @@ def export(
     """Export the teacher (and student) as a verified bundle, or as UnifyWeaver .npy files."""
     from ..importers.npz import load_npz
 
+    if fmt is Format.npy:
+        given = [flag for flag, on in (("--student", student is not None), ("--json", as_json),
+                                       ("--quantize", quantize is not Quantize.none), ("--no-fold", no_fold)) if on]
+        if given:
+            raise UsageError(f"--format npy writes the teacher's vectors only; {', '.join(given)} does not apply",
+                             f"drop {', '.join(given)} or use --format onnx")
     t = load_npz(teacher)
     if fmt is Format.npy:
         from ..exporters.npy import export_npy
 
-        if student is not None:
-            raise InputError("--format npy writes the teacher only", "drop --student or use --format onnx")
         written = export_npy(t, out_dir, mh_id=mh_id, force=force)
         out.print(f"wrote {len(written)} .npy files to {out_dir} (float32 little-endian, shape (d,))")
         return
@@ -308,12 +308,21 @@ def verify(
     min_cosine: Annotated[float, typer.Option("--min-cosine", help="Gate on mean student-vs-teacher cosine.")] = 0.98,
     queries: Annotated[Optional[Path], typer.Option("--queries", help=".npy (n×d), Q-A JSON or JSONL.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable report.")] = False,
+    junit: Annotated[Optional[Path], typer.Option("--junit", help="Also write each check as a JUnit XML test "
+                                                  "case to this file (written on failure too).")] = None,
 ) -> None:
     """Check integrity, the I/O contract, golden vectors and parity; non-zero exit on any failure."""
     from ..verify.checks import raise_for_failures, verify_bundle
 
+    if junit is not None:
+        check_output_file(junit, force=True)  # a missing folder fails now, not after the checks
     q, labels = (None, None) if queries is None else _load_queries(queries, bundle)
     report = verify_bundle(bundle, provider=provider.value, min_cosine=min_cosine, queries=q, labels=labels)
+    if junit is not None:
+        from ..atomic import write_bytes_atomic
+        from ..verify.junit import junit_xml
+
+        write_bytes_atomic(junit, junit_xml(report, str(bundle)))
     if as_json:
         emit_json(report.to_dict())
     else:
@@ -332,10 +341,13 @@ def _load_queries(path: Path, bundle: Path):
 def bench(
     bundle: Annotated[Optional[Path], typer.Argument(help="Bundle folder (omit with --sweep).")] = None,
     sweep: Annotated[bool, typer.Option("--sweep", help="Synthetic teachers over --n instead of a bundle.")] = False,
-    n: Annotated[str, typer.Option("--n", help="Sweep: teacher sizes N.")] = "16,64,256,1024,4096",
+    n: Annotated[list, typer.Option("--n", parser=PositiveInts(), metavar="INTS", help="Sweep: teacher sizes N.")]
+    = "16,64,256,1024,4096",
     d: Annotated[int, typer.Option("--d", help="Sweep: embedding dimension.")] = 384,
-    providers: Annotated[str, typer.Option("--providers", help="Any of cpu, cuda, torch.")] = "cpu,torch",
-    batch: Annotated[str, typer.Option("--batch", help="Batch sizes.")] = "1,32",
+    providers: Annotated[list, typer.Option("--providers", parser=Choices("cpu", "torch", "cuda"), metavar="NAMES",
+                                            help="Any of cpu, cuda, torch.")] = "cpu,torch",
+    batch: Annotated[list, typer.Option("--batch", parser=PositiveInts(), metavar="INTS", help="Batch sizes.")]
+    = "1,32",
     threads: Annotated[int, typer.Option("--threads", help="Pinned intra-op/torch/BLAS threads.")] = 1,
     checkpoint: Annotated[Optional[Path], typer.Option("--checkpoint", help="Student .pt: adds torch eager, "
                                                         "unfolded and int8 variants.")] = None,
@@ -347,15 +359,9 @@ def bench(
     """Time teacher and student variants (p50/p90/p99, pinned threads); --sweep finds the crossover N."""
     from ..bench.suites import bench_bundle, bench_sweep, plot_sweep
 
-    provs = {p.strip() for p in providers.split(",") if p.strip()}
-    unknown = provs - {"cpu", "cuda", "torch"}
-    if unknown:
-        raise InputError(f"unknown provider(s) {sorted(unknown)}", "use any of cpu, cuda, torch")
-    try:
-        batches = [int(b) for b in batch.split(",")]
-        ns = [int(x) for x in n.split(",")]
-    except ValueError:
-        raise InputError("--batch and --n take comma-separated integers", "e.g. --batch 1,32") from None
+    provs, batches, ns = set(providers), batch, n
+    if sweep == (bundle is not None):
+        raise UsageError("pass a bundle folder or --sweep (not both)", "see `h2l bench --help`")
     if "cuda" in provs:
         from ..bench.suites import torch_cuda
         from ..errors import ProviderError
@@ -365,8 +371,6 @@ def bench(
         if not ok and not torch_cuda():
             raise ProviderError(f"--providers cuda, but CUDA is unusable here: {reason}; torch sees no GPU either",
                                 "drop cuda from --providers")
-    if sweep == (bundle is not None):
-        raise InputError("pass a bundle folder or --sweep (not both)", "see `h2l bench --help`")
     if sweep:
         report = bench_sweep(ns, dim=d, providers=provs, batches=batches, threads=threads, quick=quick)
         if plot is not None:

@@ -1,0 +1,128 @@
+"""Errors as documented: usage errors exit 2 (before any work), bad checkpoints exit 3, and verify --junit."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import xml.etree.ElementTree as ET
+
+import pytest
+import torch
+
+from h2l.cli import app
+from h2l.distill.checkpoint import StudentCheckpoint, save_checkpoint
+from h2l.export import export_onnx
+from h2l.model.student import ProjectionTransformer, StudentConfig
+from conftest import REPO, listing
+
+
+def _ckpt(path, teacher, *, config: StudentConfig, weights_of: StudentConfig, sha: str | None = None):
+    torch.manual_seed(0)
+    state = ProjectionTransformer(weights_of).state_dict()
+    save_checkpoint(path, StudentCheckpoint(config, state, sha or teacher.fingerprint(), {}, {"final": {}}, {}, True,
+                                            None))
+    return path
+
+
+# ------------------------------------------------------------------ usage errors: exit 2
+
+@pytest.mark.parametrize("args, message", [
+    (["teacher", "import", "--out", "t.npz"], "pass exactly one of --lda-db or --npy-dir"),
+    (["teacher", "import", "--out", "t.npz", "--lda-db", "a.db", "--npy-dir", "."], "exactly one of"),
+    (["teacher", "import", "--out", "t.npz", "--npy-dir", "."], "needs --temperature"),
+    (["distill", "t.npz", "--out", "s.pt", "--mix", "0.5,0.5"], "has 2 items, expected 3"),
+    (["distill", "t.npz", "--out", "s.pt", "--mix", "a,b,c"], "not a number"),
+    (["distill", "t.npz", "--out", "s.pt", "--mix", "-1,1,1"], "expected finite numbers ≥ 0"),
+    (["distill", "t.npz", "--out", "s.pt", "--mix", "0,0,0"], "sums to 0"),
+    (["distill", "t.npz", "--out", "s.pt", "--mix", "nan,1,1"], "expected finite numbers"),
+    (["bench", "--sweep", "--n", "8,x"], "not an integer"),
+    (["bench", "--sweep", "--batch", "0"], "expected integers ≥ 1"),
+    (["bench", "--sweep", "--batch", "1,,2"], "empty item"),
+    (["bench", "--sweep", "--providers", "cpu,tpu"], "unknown 'tpu'"),
+    (["bench"], "pass a bundle folder or --sweep"),
+    (["bench", "b", "--sweep"], "pass a bundle folder or --sweep"),
+    (["export", "--format", "npy", "--teacher", "t.npz", "--out", "o", "--json"], "--json does not apply"),
+    (["export", "--format", "npy", "--teacher", "t.npz", "--out", "o", "--quantize", "int8"],
+     "--quantize does not apply"),
+])
+def test_usage_errors_exit_2_before_any_work(runner, tmp_path, monkeypatch, args, message):
+    monkeypatch.chdir(tmp_path)
+    r = runner.invoke(app, args)
+    assert r.exit_code == 2, r.output
+    assert message in " ".join(r.output.split()), r.output
+    assert listing(tmp_path) == []
+
+
+def test_mix_validation_survives_python_O(tmp_path):
+    """``python -O`` strips asserts; the --mix check must not be one."""
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
+    p = subprocess.run([sys.executable, "-O", "-m", "h2l", "distill", "t.npz", "--out", "s.pt", "--mix", "1,2"],
+                       cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert p.returncode == 2 and "expected 3" in p.stderr, p.stderr
+    assert listing(tmp_path) == []
+
+
+# ------------------------------------------------------------------ checkpoints: exit 3
+
+def test_export_refuses_checkpoint_whose_weights_do_not_fit_its_config(runner, tmp_path, small_teacher,
+                                                                         teacher_npz):
+    ck = _ckpt(tmp_path / "s.pt", small_teacher, config=StudentConfig(32, 4, 1, 64),
+               weights_of=StudentConfig(32, 4, 1, 48))
+    r = runner.invoke(app, ["export", "--teacher", str(teacher_npz), "--student", str(ck), "--out",
+                            str(tmp_path / "b")])
+    assert r.exit_code == 3, r.output
+    assert "weights do not match its architecture" in r.stderr and "Traceback" not in r.output
+    assert not (tmp_path / "b").exists()
+
+
+def test_bench_refuses_mismatched_checkpoints(runner, tmp_path, small_teacher):
+    export_onnx(small_teacher, tmp_path / "b")
+    bad_weights = _ckpt(tmp_path / "w.pt", small_teacher, config=StudentConfig(32, 4, 2, 64),
+                        weights_of=StudentConfig(32, 4, 1, 64))
+    r = runner.invoke(app, ["bench", str(tmp_path / "b"), "--checkpoint", str(bad_weights), "--quick"])
+    assert r.exit_code == 3 and "weights do not match its architecture" in r.stderr, r.output
+    other = _ckpt(tmp_path / "o.pt", small_teacher, config=StudentConfig(32, 4, 1, 64),
+                  weights_of=StudentConfig(32, 4, 1, 64), sha="0" * 64)
+    r = runner.invoke(app, ["bench", str(tmp_path / "b"), "--checkpoint", str(other), "--quick"])
+    assert r.exit_code == 3 and "distilled from another teacher" in r.stderr, r.output
+
+
+# ------------------------------------------------------------------ verify --junit
+
+def _cases(path):
+    root = ET.parse(path).getroot()
+    assert root.tag == "testsuite"
+    return root, root.findall("testcase")
+
+
+def test_verify_junit_lists_every_check(runner, tmp_path, small_teacher):
+    export_onnx(small_teacher, tmp_path / "b")
+    r = runner.invoke(app, ["verify", str(tmp_path / "b"), "--provider", "cpu", "--json", "--junit",
+                            str(tmp_path / "v.xml")])
+    assert r.exit_code == 0, r.output
+    import json
+    checks = json.loads(r.stdout)["checks"]
+    root, cases = _cases(tmp_path / "v.xml")
+    assert len(cases) == len(checks) == int(root.get("tests")) and root.get("failures") == "0"
+    assert {(c.get("classname"), c.get("name")) for c in cases} == \
+        {(f"{c['model']}.{c['provider']}", c["check"]) for c in checks}
+    assert not root.findall(".//failure")
+
+
+def test_verify_junit_records_a_failed_gate_as_failure(runner, tmp_path, rt_bundle):
+    r = runner.invoke(app, ["verify", str(rt_bundle), "--provider", "cpu", "--min-cosine", "0.999999",
+                            "--junit", str(tmp_path / "v.xml")])
+    assert r.exit_code == 6, r.output
+    root, cases = _cases(tmp_path / "v.xml")
+    failed = [c for c in cases if c.find("failure") is not None]
+    assert failed and int(root.get("failures")) == len(failed)
+    assert all(c.get("classname") == "student.cpu" and c.get("name").startswith("vs_teacher") for c in failed)
+    assert failed[0].find("failure").get("type") == "parity" and "gate 0.999999" in failed[0].find("failure").text
+
+
+def test_verify_junit_to_a_missing_folder_is_an_output_error(runner, tmp_path, small_teacher):
+    export_onnx(small_teacher, tmp_path / "b")
+    r = runner.invoke(app, ["verify", str(tmp_path / "b"), "--provider", "cpu", "--junit",
+                            str(tmp_path / "nope" / "v.xml")])
+    assert r.exit_code == 4, r.output
