@@ -6,6 +6,7 @@ import hashlib
 import json
 import os
 import shutil
+import sqlite3
 import subprocess
 from pathlib import Path
 
@@ -65,6 +66,79 @@ def rehash(bundle: Path, rel: str) -> None:
         if e["path"] == rel:
             e["sha256"], e["bytes"] = hashlib.sha256(data).hexdigest(), len(data)
     (bundle / "manifest.json").write_text(json.dumps(m))
+
+
+# ---------------------------------------------------------------- UnifyWeaver lda.db files
+
+def make_lda_db(root, n=4, d=6, mh_id=1, tau=0.2, seed=0):
+    """A minimal lda.db (the two tables h2l reads) with head paths relative to its folder."""
+    rng = np.random.default_rng(seed)
+    emb = root / "embeddings"
+    emb.mkdir(parents=True, exist_ok=True)
+    cents, answers = rng.standard_normal((n, d)), rng.standard_normal((n, d))
+    db = root / "lda.db"
+    con = sqlite3.connect(db)
+    con.executescript("""
+        CREATE TABLE multi_head_projections (mh_projection_id INTEGER PRIMARY KEY, model_id INTEGER,
+            name TEXT, temperature REAL, num_heads INTEGER);
+        CREATE TABLE cluster_heads (mh_projection_id INTEGER, cluster_id INTEGER, centroid_path TEXT,
+            answer_emb_path TEXT, W_path TEXT, num_questions INTEGER);
+    """)
+    con.execute("INSERT INTO multi_head_projections VALUES (?, 1, 'playbooks', ?, ?)", (mh_id, tau, n))
+    for i in range(n):
+        # UnifyWeaver writes float64, sometimes (1, d); mix all three forms
+        c = cents[i] if i % 3 == 0 else (cents[i][None, :] if i % 3 == 1 else cents[i].astype(np.float32))
+        np.save(emb / f"c{i}.npy", c)
+        np.save(emb / f"a{i}.npy", answers[i])
+        con.execute("INSERT INTO cluster_heads VALUES (?, ?, ?, ?, NULL, 8)",
+                    (mh_id, 10 + i, f"embeddings/c{i}.npy", f"embeddings/a{i}.npy"))
+    con.commit()
+    con.close()
+    return db, cents, answers
+
+
+
+# UnifyWeaver's own DDL for the two tables (LDAProjectionDB._init_schema), so the db matches what it writes.
+UW_SCHEMA = """
+    CREATE TABLE IF NOT EXISTS multi_head_projections (
+        mh_projection_id INTEGER PRIMARY KEY, model_id INTEGER, name TEXT, temperature REAL DEFAULT 1.0,
+        num_heads INTEGER, recall_at_1 REAL, mrr REAL, created_at TIMESTAMP DEFAULT CURRENT_TIMESTAMP);
+    CREATE TABLE IF NOT EXISTS cluster_heads (
+        head_id INTEGER PRIMARY KEY, mh_projection_id INTEGER REFERENCES multi_head_projections(mh_projection_id),
+        cluster_id INTEGER, centroid_path TEXT NOT NULL, answer_emb_path TEXT NOT NULL, W_path TEXT,
+        num_questions INTEGER, created_at TIMESTAMP DEFAULT CURRENT_TIMESTAMP, UNIQUE(mh_projection_id, cluster_id));
+"""
+
+
+def write_uw_db(db_path: str, cluster_ids=(1, 2, 7), d=8, tau=0.1, seed=0, name="mh"):
+    """Write an lda.db the way UnifyWeaver's ``LDAProjectionDB(db_path)`` does, called from the current folder.
+
+    ``embeddings_dir = str(Path(db_path).parent / "embeddings")``; each head is ``np.save``d to
+    ``os.path.join(embeddings_dir, f"mh_{id}_cluster_{cid}_{kind}.npy")`` and that same string is stored,
+    so a relative ``db_path`` gives paths relative to the trainer's working directory.
+    Returns (mh_projection_id, centroids, answers) as written (float64, as UnifyWeaver saves them).
+    """
+    rng = np.random.default_rng(seed)
+    emb_dir = str(Path(db_path).parent / "embeddings")
+    os.makedirs(os.path.dirname(db_path) or ".", exist_ok=True)
+    os.makedirs(emb_dir, exist_ok=True)
+    con = sqlite3.connect(db_path)
+    con.executescript(UW_SCHEMA)
+    cur = con.execute("INSERT INTO multi_head_projections (model_id, name, temperature, num_heads) "
+                      "VALUES (?, ?, ?, 0)", (1, name, tau))
+    mh = cur.lastrowid
+    cents, answers = rng.standard_normal((len(cluster_ids), d)), rng.standard_normal((len(cluster_ids), d))
+    for cid, c, a in zip(cluster_ids, cents, answers):
+        cpath = os.path.join(emb_dir, f"mh_{mh}_cluster_{cid}_centroid.npy")
+        apath = os.path.join(emb_dir, f"mh_{mh}_cluster_{cid}_answer.npy")
+        np.save(cpath, c)
+        np.save(apath, a)
+        con.execute("INSERT INTO cluster_heads (mh_projection_id, cluster_id, centroid_path, answer_emb_path, W_path, "
+                    "num_questions) VALUES (?, ?, ?, ?, ?, ?)", (mh, cid, cpath, apath, None, 5))
+    con.execute("UPDATE multi_head_projections SET num_heads = ? WHERE mh_projection_id = ?", (len(cluster_ids), mh))
+    con.commit()
+    con.close()
+    return mh, cents, answers
 
 
 # ---------------------------------------------------------------- runtimes (Rust and Go drivers)

@@ -14,7 +14,9 @@ def test_npy_export_layouts_byte_for_byte(tmp_path, runner, teacher_npz, small_t
                             "--mh-id", "3"])
     assert r.exit_code == 0, r.output
     d = small_teacher.dim
-    for i, cid in enumerate(small_teacher.cluster_ids):
+    from h2l.exporters.npy import file_ids
+
+    for i, cid in enumerate(file_ids(small_teacher.cluster_ids)):  # ids "c0".. are numbered 1..N
         for name, vec in ((f"centroid_{cid}.npy", small_teacher.centroids[i]),
                           (f"answer_emb_{cid}.npy", small_teacher.answers[i]),
                           (f"mh_3_cluster_{cid}_centroid.npy", small_teacher.centroids[i]),

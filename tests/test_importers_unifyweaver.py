@@ -8,32 +8,7 @@ import pytest
 from h2l.errors import InputError
 from h2l.importers.unifyweaver import import_lda_db, import_npy_dir
 from h2l.importers.npz import load_npz
-
-
-def make_lda_db(root, n=4, d=6, mh_id=1, tau=0.2, seed=0):
-    rng = np.random.default_rng(seed)
-    emb = root / "embeddings"
-    emb.mkdir(parents=True, exist_ok=True)
-    cents, answers = rng.standard_normal((n, d)), rng.standard_normal((n, d))
-    db = root / "lda.db"
-    con = sqlite3.connect(db)
-    con.executescript("""
-        CREATE TABLE multi_head_projections (mh_projection_id INTEGER PRIMARY KEY, model_id INTEGER,
-            name TEXT, temperature REAL, num_heads INTEGER);
-        CREATE TABLE cluster_heads (mh_projection_id INTEGER, cluster_id INTEGER, centroid_path TEXT,
-            answer_emb_path TEXT, W_path TEXT, num_questions INTEGER);
-    """)
-    con.execute("INSERT INTO multi_head_projections VALUES (?, 1, 'playbooks', ?, ?)", (mh_id, tau, n))
-    for i in range(n):
-        # UnifyWeaver writes float64, sometimes (1, d); mix all three forms
-        c = cents[i] if i % 3 == 0 else (cents[i][None, :] if i % 3 == 1 else cents[i].astype(np.float32))
-        np.save(emb / f"c{i}.npy", c)
-        np.save(emb / f"a{i}.npy", answers[i])
-        con.execute("INSERT INTO cluster_heads VALUES (?, ?, ?, ?, NULL, 8)",
-                    (mh_id, 10 + i, f"embeddings/c{i}.npy", f"embeddings/a{i}.npy"))
-    con.commit()
-    con.close()
-    return db, cents, answers
+from conftest import make_lda_db
 
 
 def test_lda_db_reads_float64_and_row_vectors(tmp_path):

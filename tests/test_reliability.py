@@ -27,8 +27,7 @@ from h2l.export import export_onnx
 from h2l.model.synthetic import synthetic_teacher
 from h2l.importers.npz import save_npz
 
-from conftest import listing, rehash
-from test_importers_unifyweaver import make_lda_db
+from conftest import listing, make_lda_db, rehash
 
 pytestmark = pytest.mark.reliability
 H2L = [sys.executable, "-m", "h2l"]

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import re
 import sqlite3
-from pathlib import Path
+from pathlib import Path, PureWindowsPath
 
 import numpy as np
 
@@ -55,8 +55,33 @@ def _stack(heads: list[tuple[str, Path, Path]]) -> tuple[np.ndarray, np.ndarray,
     return np.stack(cents), np.stack(answers), ids
 
 
+def resolve_head_path(db: Path, stored: str, what: str) -> Path:
+    """Find a head file the way UnifyWeaver's db can name it; the error lists every place tried.
+
+    ``LDAProjectionDB("some/dir/lda.db")`` stores ``some/dir/embeddings/...`` relative to the trainer's
+    working directory, and a db copied to another machine keeps stale absolute paths.  Tried in order:
+    the stored path (as the trainer saw it, from here); the stored path relative to the db's folder; then
+    ``<db folder>/embeddings/<file name>``, UnifyWeaver's default layout.
+    """
+    base = db.resolve().parent
+    raw = Path(stored)
+    tried = [raw]
+    if not raw.is_absolute():
+        tried.append(base / raw)
+    tried.append(base / "embeddings" / PureWindowsPath(stored).name)  # splits on / and \ (a db from Windows)
+    seen: list[Path] = []
+    for p in tried:
+        if p not in seen:
+            seen.append(p)
+            if p.is_file():
+                return p
+    raise InputError(f"{what}: file {stored} does not exist; tried " + ", ".join(str(p) for p in seen),
+                     f"copy the head .npy files to {base / 'embeddings'} (UnifyWeaver's layout) or fix the paths "
+                     "in lda.db")
+
+
 def import_lda_db(db: str | Path, mh_id: int = 1) -> Teacher:
-    """Read projection ``mh_id`` from an ``lda.db``; relative head paths resolve against its folder."""
+    """Read projection ``mh_id`` from an ``lda.db``; head paths resolve as :func:`resolve_head_path` says."""
     db = Path(db)
     if not db.is_file():
         raise InputError(f"lda.db {db} does not exist", "pass the path of UnifyWeaver's lda.db")
@@ -90,13 +115,13 @@ def import_lda_db(db: str | Path, mh_id: int = 1) -> Teacher:
         con.close()
     if not rows:
         raise InputError(f"{db}: projection {mh_id} has no rows in cluster_heads", "train the projection first")
-    base = db.resolve().parent
     heads = []
     for cid, cpath, apath in sorted(rows, key=lambda r: _sort_key(str(r[0]))):
         for label, p in (("centroid_path", cpath), ("answer_emb_path", apath)):
             if not isinstance(p, str) or not p:
                 raise InputError(f"head {cid}: {label} is empty or not text", "store the .npy path in lda.db")
-        heads.append((str(cid), base / cpath, base / apath))
+        heads.append((str(cid), resolve_head_path(db, cpath, f"head {cid} centroid"),
+                      resolve_head_path(db, apath, f"head {cid} answer")))
     c, a, ids = _stack(heads)
     return make_teacher(c, a, temperature, ids, name=str(name or f"mh_{mh_id}"))
 
@@ -129,14 +154,18 @@ def import_npy_dir(folder: str | Path, temperature: float, mh_id: int | None = N
         raise InputError(f"{folder} holds no head files",
                          "name them mh_{id}_cluster_{cid}_{centroid|answer}.npy or centroid_{id}.npy/answer_emb_{id}.npy")
     order = sorted(groups, key=_sort_key)
+    names: dict[str, str] = {}
     meta = folder / "teacher.json"  # written by `h2l export --format npy`: keeps the original head order
     if meta.is_file():
         try:
-            ids = [str(i) for i in json.loads(meta.read_text())["cluster_ids"]]
-        except (ValueError, KeyError, TypeError):
+            doc = json.loads(meta.read_text())
+            ids = [str(i) for i in doc["cluster_ids"]]
+            fids = [str(i) for i in doc.get("file_ids", ids)]  # heads numbered 1..N for non-integer ids
+        except (ValueError, KeyError, TypeError, AttributeError):
             raise InputError(f"{meta} is not valid h2l teacher metadata", "remove it or re-export") from None
-        if sorted(ids) == sorted(order):
-            order = ids
+        if len(fids) == len(ids) and sorted(fids) == sorted(order):
+            order = fids
+            names = dict(zip(fids, ids))
     heads = []
     for cid in order:
         g = groups[cid]
@@ -145,4 +174,5 @@ def import_npy_dir(folder: str | Path, temperature: float, mh_id: int | None = N
                 raise InputError(f"head {cid} has no {kind} file in {folder}", f"add its {kind} .npy")
         heads.append((cid, g["centroid"], g["answer"]))
     c, a, ids = _stack(heads)
+    ids = [names.get(i, i) for i in ids]
     return make_teacher(c, a, temperature, ids, name=name)
