@@ -416,6 +416,10 @@ def ort_lib() -> None:
 
 
 def main() -> None:  # pragma: no cover - console script entry
+    import logging
+
+    # the application, not the library, decides logging: errors only (onnxruntime's quantizer advises on WARNING)
+    logging.basicConfig(level=logging.ERROR, format="%(name)s: %(message)s")
     app()
 
 

@@ -8,7 +8,7 @@ fuses the erf pattern into its Gelu kernel.
 
 from __future__ import annotations
 
-import logging
+import copy
 import math
 import warnings
 
@@ -71,13 +71,13 @@ def make_unfolded_student_model(model: ProjectionTransformer, metadata: dict[str
 
     The legacy exporter fails on TransformerEncoder's eval fast path, so this
     uses ``dynamo=True``; node metadata (stack traces with absolute paths) and
-    doc strings are dropped, the identity metadata set like the folded graph.
+    doc strings are dropped, the identity metadata set like the folded graph.  The caller's module is
+    left as it was (a copy is put in eval mode on the CPU); no logger is touched.
     """
     import torch
 
     d = model.config.dim
-    model = model.eval().to("cpu")
-    logging.getLogger("torch.onnx").setLevel(logging.ERROR)
+    model = copy.deepcopy(model).eval().to("cpu")
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
         program = torch.onnx.export(

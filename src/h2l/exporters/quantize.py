@@ -15,12 +15,13 @@ from .onnx_student import OUTPUT_NODE
 
 
 def make_int8_student_model(folded: onnx.ModelProto, *, include_output: bool = False) -> onnx.ModelProto:
-    """Return a dynamically quantized copy (QDQ-free, MatMulInteger-style) of a folded student graph."""
-    import logging
+    """Return a dynamically quantized copy (QDQ-free, MatMulInteger-style) of a folded student graph.
 
+    Pure: no logger is configured here.  quantize_dynamic advises pre-processing on the root logger; the
+    ``h2l`` CLI, as the application, sets logging to errors only (see :func:`h2l.cli.commands.main`).
+    """
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    logging.getLogger().setLevel(logging.ERROR)  # quantize_dynamic advises pre-processing via the root logger
     with tempfile.TemporaryDirectory() as tmp:
         src, dst = Path(tmp) / "in.onnx", Path(tmp) / "out.onnx"
         src.write_bytes(folded.SerializeToString())

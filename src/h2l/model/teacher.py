@@ -21,7 +21,7 @@ from ..errors import InputError
 NORM_EPS = 1e-12
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # holds arrays: a generated __eq__ would raise on them; compare fingerprints
 class QuerySet:
     """Embedded user queries stored with a teacher, split by cluster.
 
@@ -44,7 +44,7 @@ def _empty_queries(d: int) -> QuerySet:
     return QuerySet(z, np.zeros(0, np.int64), z.copy(), np.zeros(0, np.int64))
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # holds arrays: `==` is identity; compare content with fingerprint()
 class Teacher:
     """A validated teacher.  Build it with :func:`make_teacher`."""
 

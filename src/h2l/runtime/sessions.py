@@ -77,38 +77,69 @@ def make_runner(model: str | Path | bytes, provider: str = "cpu", threads: int |
 
 @functools.cache
 def cuda_status() -> tuple[bool, str]:
-    """(usable, reason): tries a one-node session on the CUDA EP and checks what it got."""
+    """(usable, reason): tries a one-node session on the CUDA EP and checks what it got.
+
+    The probe runs in a child process: a failed CUDA load makes onnxruntime's process-wide logger print
+    errors, and silencing that here would change the caller's global severity (which ORT cannot read back).
+    """
     if CUDA not in ort.get_available_providers():
         return False, f"this onnxruntime build ({ort.__version__}) has no CUDA provider; install onnxruntime-gpu"
-    ort.set_default_logger_severity(4)  # the failed CUDA load is reported by us, not by ORT's logger
-    try:
-        return _probe_cuda()
-    finally:
-        ort.set_default_logger_severity(2)  # onnxruntime's default (warning)
+    ok, reason = _probe_cuda()
+    if ok:
+        _preload_dlls()  # the child found CUDA/cuDNN through the nvidia-* wheels: load them here too
+    return ok, reason
 
 
-def _probe_cuda() -> tuple[bool, str]:
+def _preload_dlls() -> None:
     import contextlib
     import io
-
-    from onnx import TensorProto, helper
 
     if hasattr(ort, "preload_dlls"):  # CUDA/cuDNN from the nvidia-* wheels, when present
         with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
             try:
                 ort.preload_dlls()
-            except Exception:  # noqa: BLE001 - missing wheels surface below as a fallback
+            except Exception:  # noqa: BLE001 - missing wheels surface in the probe as a fallback
                 pass
-    g = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "probe",
-                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
-                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])])
-    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 18)])
-    m.ir_version = 8
+
+
+_PROBE = """
+import sys
+from h2l.runtime import sessions as s
+import onnxruntime as ort
+from onnx import TensorProto, helper
+s._preload_dlls()
+ort.set_default_logger_severity(4)  # this throwaway process only: the failure is reported by the parent
+g = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "probe",
+                      [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
+                      [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])])
+m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 18)])
+m.ir_version = 8
+try:
+    sess = ort.InferenceSession(m.SerializeToString(), s.session_options(), providers=[s.CUDA, s.CPU])
+except Exception as exc:
+    print("error", str(exc).splitlines()[0][:160])
+    sys.exit(0)
+print("provider", sess.get_providers()[0])
+"""
+
+
+def _probe_cuda() -> tuple[bool, str]:
+    import os
+    import subprocess
+    import sys
+
+    src = str(Path(__file__).resolve().parents[2])  # the folder holding this h2l package
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (src, os.environ.get("PYTHONPATH")) if p)}
     try:
-        sess = ort.InferenceSession(m.SerializeToString(), session_options(), providers=[CUDA, CPU])
-    except Exception as exc:  # noqa: BLE001 - any failure means "not usable"
-        return False, f"CUDA session failed ({str(exc).splitlines()[0][:160]})"
-    if sess.get_providers()[0] != CUDA:
+        p = subprocess.run([sys.executable, "-c", _PROBE], capture_output=True, text=True, timeout=300, env=env)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return False, f"CUDA probe did not finish ({type(exc).__name__})"
+    kind, _, detail = p.stdout.strip().partition(" ")
+    if p.returncode != 0 or kind not in ("error", "provider"):
+        return False, f"CUDA probe crashed (exit {p.returncode}: {p.stderr.strip()[-160:]})"
+    if kind == "error":
+        return False, f"CUDA session failed ({detail})"
+    if detail != CUDA:
         return False, "onnxruntime fell back to CPU (no usable GPU or CUDA/cuDNN libraries)"
     return True, "ok"
 

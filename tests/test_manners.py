@@ -1,0 +1,82 @@
+"""A library that minds its manners: no global logging changes, no mutation of the caller's objects, and
+``==`` on frozen dataclasses that hold arrays does not raise."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+import torch
+
+from h2l.model.synthetic import synthetic_teacher
+from h2l.model.teacher import QuerySet
+
+
+@pytest.fixture
+def logging_state():
+    """Snapshot of every logger's level and handlers, and the root's; compared after the call."""
+    def snap():
+        loggers = {name: (lg.level, tuple(lg.handlers), lg.propagate, lg.disabled)
+                   for name, lg in logging.root.manager.loggerDict.items() if isinstance(lg, logging.Logger)}
+        return logging.root.level, tuple(logging.root.handlers), loggers
+    logging.root.setLevel(logging.WARNING)
+    before = snap()
+    yield lambda: (before, snap())
+
+
+def _student(normalize=True):
+    from h2l.model.student import ProjectionTransformer, StudentConfig
+
+    torch.manual_seed(0)
+    return ProjectionTransformer(StudentConfig(16, 2, 1, 32, normalize_input=normalize))
+
+
+def test_int8_quantization_leaves_logging_alone(logging_state):
+    from h2l.exporters.onnx_student import make_folded_student_model
+    from h2l.exporters.quantize import make_int8_student_model
+    from h2l.model.student import fold
+
+    make_int8_student_model(make_folded_student_model(fold(_student().eval()), {}))
+    before, after = logging_state()
+    assert after[0] == before[0] == logging.WARNING and after[1] == before[1]
+    changed = {k for k in before[2] if k in after[2] and before[2][k] != after[2][k]}
+    assert not changed, changed
+
+
+def test_unfolded_export_leaves_logging_and_the_callers_module_alone(logging_state):
+    from h2l.exporters.onnx_student import make_unfolded_student_model
+
+    model = _student()
+    model.train()
+    params = {k: v.clone() for k, v in model.state_dict().items()}
+    make_unfolded_student_model(model, {})
+    assert model.training, "the caller's module was switched to eval mode"
+    assert all(torch.equal(params[k], v) for k, v in model.state_dict().items())
+    before, after = logging_state()
+    assert after[0] == before[0] and after[1] == before[1]
+    changed = {k for k in before[2] if k in after[2] and before[2][k][0] != after[2][k][0]}
+    assert not changed, f"logger levels changed: {changed}"
+
+
+def test_cuda_probe_leaves_onnxruntime_default_logger_alone(monkeypatch):
+    from h2l.runtime import sessions
+
+    calls = []
+    monkeypatch.setattr(ort, "set_default_logger_severity", lambda level: calls.append(level))
+    ok, reason = sessions.cuda_status.__wrapped__()
+    assert calls == [], "the process-wide onnxruntime log severity was changed"
+    assert isinstance(ok, bool) and reason
+    if sessions.CUDA in ort.get_available_providers() and not ok:
+        assert "fell back to CPU" in reason or "failed" in reason
+
+
+def test_equality_on_array_dataclasses_does_not_raise():
+    a = synthetic_teacher(4, 8, queries_per_head=2, heldout_per_head=1, seed=1)
+    b = synthetic_teacher(4, 8, queries_per_head=2, heldout_per_head=1, seed=1)
+    assert a == a and (a == b) is False and a != b  # identity; content is compared by fingerprint
+    assert a.fingerprint() == b.fingerprint()
+    assert len({a, b}) == 2  # hashable by identity
+    q = QuerySet(np.zeros((1, 2)), np.zeros(1), np.zeros((0, 2)), np.zeros(0))
+    assert q == q and q != QuerySet(np.zeros((1, 2)), np.zeros(1), np.zeros((0, 2)), np.zeros(0))
