@@ -106,6 +106,13 @@ def npy_bytes(arr: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
+def png_bytes(fig) -> bytes:
+    """A matplotlib figure as PNG bytes without the run-specific Software stamp (the one PNG writer)."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100, metadata={"Software": None})
+    return buf.getvalue()
+
+
 def check_output_file(path: Path, force: bool) -> None:
     """Remove temp files a killed write left; refuse an existing output file unless ``force``, or a missing parent."""
     path = Path(path)

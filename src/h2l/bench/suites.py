@@ -217,13 +217,11 @@ def sweep_crossovers(rows: list[dict], ns: list[int], batches: list[int]) -> dic
 
 
 def plot_sweep(report: dict, path: Path) -> None:
-    import io
-
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from ..atomic import write_bytes_atomic
+    from ..atomic import png_bytes, write_bytes_atomic
 
     batches = sorted({r["batch"] for r in report["results"]})
     fig, axes = plt.subplots(1, len(batches), figsize=(6 * len(batches), 4.2), squeeze=False)
@@ -240,7 +238,6 @@ def plot_sweep(report: dict, path: Path) -> None:
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=7)
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100, metadata={"Software": None})
+    data = png_bytes(fig)
     plt.close(fig)
-    write_bytes_atomic(Path(path), buf.getvalue())
+    write_bytes_atomic(Path(path), data)

@@ -79,23 +79,3 @@ def cached_embedder(cache: dict[str, np.ndarray] | None, model: str = DEFAULT_MO
         return np.stack([fresh[t] if t in fresh else cache[t] for t in texts]).astype(np.float32)
     return fn
 
-
-def save_cache(path, texts: list[str], vectors: np.ndarray) -> None:
-    """Write an embedding cache with fixed bytes for equal content."""
-    import io
-    import zipfile
-    from pathlib import Path
-
-    from ..atomic import write_bytes_atomic
-
-    order = sorted(range(len(texts)), key=lambda i: texts[i])
-    arrays = {"texts": np.array([texts[i] for i in order], dtype=str),
-              "vectors": np.ascontiguousarray(vectors[order], np.float32)}
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
-        for key, arr in arrays.items():
-            member = io.BytesIO()
-            np.lib.format.write_array(member, arr, allow_pickle=False)
-            zf.writestr(zipfile.ZipInfo(f"{key}.npy", (1980, 1, 1, 0, 0, 0)), member.getvalue(),
-                        compress_type=zipfile.ZIP_DEFLATED)
-    write_bytes_atomic(Path(path), buf.getvalue())

@@ -55,13 +55,24 @@ def save_npz(teacher: Teacher, path: str | Path) -> None:
         qs = teacher.queries
         arrays.update(train_queries=qs.train, train_labels=qs.train_labels,
                       heldout_queries=qs.heldout, heldout_labels=qs.heldout_labels)
+    write_bytes_atomic(Path(path), npz_bytes(arrays))
+
+
+def npz_bytes(arrays: dict[str, np.ndarray], *, compress: bool = False) -> bytes:
+    """The one deterministic .npz writer: members in the given order, fixed timestamps, never pickled.
+
+    Equal arrays give equal bytes (numpy's own savez stamps the current time into every member).
+    """
+    method = zipfile.ZIP_DEFLATED if compress else zipfile.ZIP_STORED
     buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w", zipfile.ZIP_STORED) as zf:
+    with zipfile.ZipFile(buf, "w", method) as zf:
         for key, arr in arrays.items():
             member = io.BytesIO()
             np.lib.format.write_array(member, np.asarray(arr), allow_pickle=False)
-            zf.writestr(zipfile.ZipInfo(f"{key}.npy", _ZIP_DATE), member.getvalue())
-    write_bytes_atomic(Path(path), buf.getvalue())
+            info = zipfile.ZipInfo(f"{key}.npy", _ZIP_DATE)
+            info.compress_type = method
+            zf.writestr(info, member.getvalue())
+    return buf.getvalue()
 
 
 def load_npz(path: str | Path) -> Teacher:

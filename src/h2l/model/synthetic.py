@@ -36,10 +36,3 @@ def synthetic_teacher(n: int, dim: int = 384, *, temperature: float = 0.1, topic
     return make_teacher(cents.astype(np.float32), answers.astype(np.float32), temperature,
                         [f"c{i}" for i in range(n)], name=name or f"synthetic_n{n}_d{dim}", queries=queries)
 
-
-def neighbour_cosines(teacher: Teacher) -> np.ndarray:
-    """Cosine of each head's centroid with its nearest other centroid."""
-    c = _unit(teacher.centroids.astype(np.float64))
-    s = c @ c.T
-    np.fill_diagonal(s, -np.inf)
-    return s.max(axis=1)

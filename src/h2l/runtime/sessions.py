@@ -38,8 +38,7 @@ class Runner:
         return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
 
-def session_options(threads: int | None = None, opt_level: str = "all",
-                    optimized_path: Path | None = None) -> ort.SessionOptions:
+def session_options(threads: int | None = None, opt_level: str = "all") -> ort.SessionOptions:
     so = ort.SessionOptions()
     so.log_severity_level = 3
     if threads:
@@ -52,8 +51,6 @@ def session_options(threads: int | None = None, opt_level: str = "all",
         "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
         "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
     }[opt_level]
-    if optimized_path is not None:
-        so.optimized_model_filepath = str(optimized_path)
     return so
 
 
