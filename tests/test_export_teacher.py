@@ -90,7 +90,9 @@ def test_large_protobuf_is_refused_with_fix():
 def test_opset_and_ir_are_conservative(small_teacher):
     m = make_teacher_model(small_teacher)
     assert m.ir_version == 8 and m.opset_import[0].version == 18
-    assert onnx.helper.printable_graph(m.graph)  # parses back
+    back = onnx.load_from_string(m.SerializeToString())  # parses back, checks, and is the same graph
+    onnx.checker.check_model(back, full_check=True)
+    assert back.graph == m.graph and back.SerializeToString() == m.SerializeToString()
 
 
 def test_teacher_over_2gib_is_refused_before_building(tmp_path):

@@ -32,11 +32,14 @@ def test_arch_rule(n, expect):
 
 
 def test_arch_uses_integer_powers_not_logs():
-    import math
-
-    assert math.ceil(math.log(216) / math.log(6)) == 4  # the seed's float bug
-    six = [c for c in arch_candidates(216, 384) if c.heads == 6][0]
-    assert six.layers == 3 and six.capacity == 216
+    # exact powers are where float logs go wrong (the seed took ceil(log 216 / log 6) = 4 layers for 6³ = 216)
+    for h in (2, 3, 4, 6, 8):
+        for layers in range(1, 6):
+            n = h ** layers
+            at = {c.heads: c for c in arch_candidates(n, 384)}[h]
+            assert (at.layers, at.capacity) == (layers, n), (h, layers)
+            above = {c.heads: c for c in arch_candidates(n + 1, 384)}[h]
+            assert above.layers == layers + 1 and above.capacity == h ** (layers + 1), (h, layers)
 
 
 def test_arch_prefers_four_on_ties_and_fewest_layers():
