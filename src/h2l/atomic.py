@@ -29,8 +29,9 @@ def _read_umask() -> int:
 _UMASK = _read_umask()  # read once at import: changing it later would race with other threads
 
 
-def write_bytes_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a sibling temp file and a rename."""
+def write_bytes_atomic(path: Path, data: bytes, mode: int | None = None) -> None:
+    """Write ``data`` to ``path`` through a sibling temp file and a rename; ``mode`` (e.g. 0o600 for a private
+    key) is set before the first byte is written."""
     path = Path(path)
     parent = path.parent if str(path.parent) else Path(".")
     if not parent.is_dir():
@@ -41,7 +42,8 @@ def write_bytes_atomic(path: Path, data: bytes) -> None:
         raise OutputError(f"cannot write to {parent} ({exc.strerror})", "choose a writable folder") from None
     try:
         with os.fdopen(fd, "wb") as fh:
-            os.fchmod(fh.fileno(), 0o666 & ~_UMASK)  # mkstemp makes 0600; published files get the usual mode
+            # mkstemp makes 0600; published files get the usual mode
+            os.fchmod(fh.fileno(), 0o666 & ~_UMASK if mode is None else mode)
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())

@@ -273,6 +273,8 @@ def export(
     min_cosine: Annotated[float, typer.Option("--min-cosine", help="Student-vs-teacher gate at export.")] = 0.98,
     mh_id: Annotated[int, typer.Option("--mh-id", help="Projection id in npy file names.")] = 1,
     as_json: Annotated[bool, typer.Option("--json", help="Print the manifest as JSON.")] = False,
+    sign_key: Annotated[Optional[Path], typer.Option("--sign-key", help="Private key from `h2l keygen`: "
+                                                     "publish the bundle signed (manifest.sig).")] = None,
 ) -> None:
     """Export the teacher (and student) as a verified bundle, or as UnifyWeaver .npy files."""
     from ..importers.npz import load_npz
@@ -281,15 +283,16 @@ def export(
     if fmt is Format.npy:
         from ..exporters.npy import export_npy
 
-        if student is not None:
-            raise InputError("--format npy writes the teacher only", "drop --student or use --format onnx")
+        if student is not None or sign_key is not None:
+            raise InputError("--format npy writes the teacher only, unsigned",
+                             "drop --student/--sign-key or use --format onnx")
         written = export_npy(t, out_dir, mh_id=mh_id, force=force)
         out.print(f"wrote {len(written)} .npy files to {out_dir} (float32 little-endian, shape (d,))")
         return
     from ..export import export_onnx
 
     res = export_onnx(t, out_dir, student=student, fold_graph=not no_fold, force=force, min_cosine=min_cosine,
-                      quantize=quantize.value)
+                      quantize=quantize.value, sign_key=sign_key)
     if as_json:
         emit_json(res.manifest)
         return
@@ -308,17 +311,50 @@ def verify(
     min_cosine: Annotated[float, typer.Option("--min-cosine", help="Gate on mean student-vs-teacher cosine.")] = 0.98,
     queries: Annotated[Optional[Path], typer.Option("--queries", help=".npy (n×d), Q-A JSON or JSONL.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable report.")] = False,
+    public_key: Annotated[Optional[Path], typer.Option("--public-key", help="Pinned KEY.pub: refuse (exit 5) "
+                                                       "a bundle it did not sign.")] = None,
 ) -> None:
     """Check integrity, the I/O contract, golden vectors and parity; non-zero exit on any failure."""
     from ..verify.checks import raise_for_failures, verify_bundle
 
+    if public_key is not None:
+        from ..bundle.signing import verify as verify_signature
+
+        err.print(f"signature: valid, key id {verify_signature(bundle, public_key)}", markup=False)
     q, labels = (None, None) if queries is None else _load_queries(queries, bundle)
-    report = verify_bundle(bundle, provider=provider.value, min_cosine=min_cosine, queries=q, labels=labels)
+    report = verify_bundle(bundle, provider=provider.value, min_cosine=min_cosine, queries=q, labels=labels,
+                           public_key=public_key)
     if as_json:
         emit_json(report.to_dict())
     else:
         print_report(report)
     raise_for_failures(report)
+
+
+@app.command()
+@handled
+def keygen(
+    out_path: Annotated[Path, typer.Option("--out", help="Private key to write (0600); KEY.pub goes beside it.")],
+    force: Annotated[bool, typer.Option("--force", help="Replace an existing key pair.")] = False,
+) -> None:
+    """Make an ed25519 key pair for signing bundles: keep KEY private, pin KEY.pub in services."""
+    from ..bundle.signing import keygen as make_keys
+
+    kid = make_keys(out_path, force=force)
+    out.print(f"wrote {out_path} (private, mode 0600) and {out_path}.pub; key id {kid}", markup=False)
+
+
+@app.command()
+@handled
+def sign(
+    bundle: Annotated[Path, typer.Argument(help="Bundle folder.")],
+    key: Annotated[Path, typer.Option("--key", help="Private key from `h2l keygen`.")],
+) -> None:
+    """Check a bundle's hashes, then sign its manifest (writes manifest.sig atomically)."""
+    from ..bundle.signing import sign_bundle
+
+    kid = sign_bundle(bundle, key)
+    out.print(f"signed {bundle}/manifest.json; key id {kid}", markup=False)
 
 
 def _load_queries(path: Path, bundle: Path):

@@ -147,10 +147,13 @@ def _gated_rows(bundle: Bundle, src: str, n: int) -> np.ndarray:
 
 
 def verify_bundle(root, *, provider: str = "auto", min_cosine: float = 0.98, queries: np.ndarray | None = None,
-                  labels: np.ndarray | None = None, n_sampled: int = 256, seed: int = 0) -> VerifyReport:
-    """Run every check on every requested provider; never raises for a failed check (see raise_for_failures)."""
+                  labels: np.ndarray | None = None, n_sampled: int = 256, seed: int = 0,
+                  public_key=None) -> VerifyReport:
+    """Run every check on every requested provider; never raises for a failed check (see raise_for_failures).
+
+    ``public_key`` (KEY.pub path or bytes): refuse, before anything else, a bundle it did not sign."""
     providers, skipped = resolve_providers(provider)
-    bundle = open_bundle(root)
+    bundle = open_bundle(root, public_key=public_key)
     d = bundle.manifest["teacher"]["dim"]
     keys, answers = teacher_arrays(bundle.path(bundle.models["teacher"]["file"]))
     rng = np.random.default_rng(seed)
