@@ -175,6 +175,13 @@ def _check_external(rel: str, where: str, t, listed: dict[str, int]) -> None:
                              f"({listed[target]:,} bytes) for a tensor of {want} bytes", _FIX)
 
 
+def check_model_size(rel: str, size: int) -> None:
+    """Refuse, unread, a model file over protobuf's 2 GiB limit: no reader could parse it."""
+    if size > MAX_MODEL_BYTES:
+        raise IntegrityError(f"model file {rel} is {size:,} bytes, over ONNX's {MAX_MODEL_BYTES:,}-byte single-file "
+                             "limit (refused unread)", _FIX)
+
+
 def check_onnx(root: Path, rel: str, listed: dict[str, int]) -> None:
     """Refuse a model that is oversize, not ONNX, declares tensors it does not hold, or reads unlisted files.
 

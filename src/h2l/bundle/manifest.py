@@ -22,7 +22,7 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 
 from ..errors import InputError, IntegrityError
-from .guards import MAX_MANIFEST_BYTES, check_onnx, parse_json, read_plain_file
+from .guards import MAX_MANIFEST_BYTES, check_model_size, check_onnx, parse_json, read_plain_file
 
 SCHEMA_VERSION = 1
 MANIFEST = "manifest.json"
@@ -149,6 +149,7 @@ def open_bundle(root: str | Path, *, check_hashes: bool = True, public_key=None)
     doc = parse_json(data, MANIFEST)
     validate_manifest(doc)
     listed = {}
+    model_files = {m["file"] for m in doc["models"].values()}
     for entry in doc["files"]:
         full = safe_path(root, entry["path"])
         listed[entry["path"]] = entry
@@ -157,6 +158,8 @@ def open_bundle(root: str | Path, *, check_hashes: bool = True, public_key=None)
         if full.stat().st_size != entry["bytes"]:
             raise IntegrityError(f"bundle file {entry['path']} has {full.stat().st_size} bytes, manifest says "
                                  f"{entry['bytes']} (sha256 mismatch)", "re-export the bundle; do not edit its files")
+        if entry["path"] in model_files:
+            check_model_size(entry["path"], entry["bytes"])  # before hashing 2 GiB of it
         if check_hashes and sha256_file(full) != entry["sha256"]:
             raise IntegrityError(f"bundle file {entry['path']} fails its sha256 check (modified or corrupt)",
                                  "re-export the bundle; do not edit its files")
