@@ -78,12 +78,19 @@ def signed_copy(src: Path, dst: Path, key: Path) -> Path:
 
 # ------------------------------------------------------------------ the hostile cases
 
+def _tensor(proto: onnx.ModelProto, name: str | None) -> onnx.TensorProto:
+    """The initializer called ``name``, or the largest one."""
+    if name is None:
+        return max(proto.graph.initializer, key=lambda t: len(t.raw_data))
+    return next(t for t in proto.graph.initializer if t.name == name)
+
+
 def external_data(b: Path, key: Path, location: str, *, listed: bool = False, model: str = "teacher.onnx",
-                  tensor: str = "keys") -> Path:
+                  tensor: str | None = None) -> Path:
     """Move ``tensor``'s bytes out of ``model`` into ``location`` (relative to the model, may leave the folder)."""
     b = Path(b)
     proto = onnx.load(str(b / model))
-    t = next(t for t in proto.graph.initializer if t.name == tensor)
+    t = _tensor(proto, tensor)
     target = (b / model).parent / location
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_bytes(t.raw_data)
@@ -100,7 +107,7 @@ def symlinked_model(b: Path, key: Path, *, outside: bool, model: str = "teacher.
     b = Path(b)
     real = (b.parent / f"outside-{model}") if outside else (b / f"real-{model}")
     shutil.move(b / model, real)
-    (b / model).symlink_to(real if outside else real.name)
+    (b / model).symlink_to(real.absolute() if outside else real.name)
     reseal(b, key, add=() if outside else (real.name,))
     return real
 
@@ -110,7 +117,7 @@ def symlinked_manifest(b: Path, key: Path) -> Path:
     b = Path(b)
     outside = b.parent / "outside-manifest.json"
     shutil.move(b / "manifest.json", outside)
-    (b / "manifest.json").symlink_to(outside)
+    (b / "manifest.json").symlink_to(outside.absolute())
     write_signed(b, outside.read_bytes(), key)  # writes through the link: signature over the outside bytes
     return outside
 
@@ -163,11 +170,11 @@ def get_field(doc: dict, path: str):
     return node
 
 
-def onnx_bomb(b: Path, key: Path, model: str = "teacher.onnx", tensor: str = "keys") -> None:
-    """``tensor`` declares 2^40 × d floats (4 TiB) while the file holds a few bytes: ONNX's zip bomb."""
+def onnx_bomb(b: Path, key: Path, model: str = "teacher.onnx", tensor: str | None = None) -> None:
+    """``tensor`` declares 2^40 rows (terabytes) while the file holds a few KiB: ONNX's zip bomb."""
     b = Path(b)
     proto = onnx.load(str(b / model))
-    t = next(t for t in proto.graph.initializer if t.name == tensor)
+    t = _tensor(proto, tensor)
     t.dims[0] = 2**40
     (b / model).write_bytes(proto.SerializeToString())
     reseal(b, key)
@@ -189,6 +196,19 @@ def truncated_onnx(b: Path, key: Path, keep: float, model: str = "teacher.onnx")
     p = Path(b) / model
     data = p.read_bytes()
     p.write_bytes(data[: max(1, int(len(data) * keep))])
+    reseal(b, key)
+
+
+def truncated_onnx_at_field(b: Path, key: Path, model: str = "teacher.onnx") -> None:
+    """Cut ``model`` just before its graph: the prefix still parses as ONNX (a ModelProto with no graph)."""
+    p = Path(b) / model
+    data = p.read_bytes()
+    head = onnx.load_model_from_string(data)
+    for field in ("graph", "opset_import", "metadata_props", "functions", "training_info"):
+        head.ClearField(field)
+    prefix = head.SerializeToString()
+    assert data.startswith(prefix) and len(prefix) < len(data)
+    p.write_bytes(prefix)
     reseal(b, key)
 
 

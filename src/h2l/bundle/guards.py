@@ -199,8 +199,15 @@ def check_onnx(root: Path, rel: str, listed: dict[str, int]) -> None:
     tensors = list(_tensors(model.graph))
     for f in model.functions:
         tensors += list(_node_tensors(f.node))
+    external = False
     for where, t in tensors:
         if t.data_location == onnx.TensorProto.EXTERNAL or len(t.external_data):
             _check_external(rel, where, t, listed)
+            external = True
         else:
             _check_inline(rel, where, t)
+    try:  # structure (graph present, opsets, node inputs defined): catches a file cut at a field boundary
+        # by path when data is external (now known to be listed files), else the checker would look in the cwd
+        onnx.checker.check_model(str(path) if external else model)
+    except Exception as exc:  # noqa: BLE001 - ValidationError, or protobuf errors on odd models
+        raise IntegrityError(f"{rel} fails the ONNX checker ({str(exc).strip().splitlines()[0][:160]})", _FIX) from None

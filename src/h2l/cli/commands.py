@@ -317,10 +317,6 @@ def verify(
     """Check integrity, the I/O contract, golden vectors and parity; non-zero exit on any failure."""
     from ..verify.checks import raise_for_failures, verify_bundle
 
-    if public_key is not None:
-        from ..bundle.signing import verify as verify_signature
-
-        err.print(f"signature: valid, key id {verify_signature(bundle, public_key)}", markup=False)
     q, labels = (None, None) if queries is None else _load_queries(queries, bundle)
     report = verify_bundle(bundle, provider=provider.value, min_cosine=min_cosine, queries=q, labels=labels,
                            public_key=public_key)
@@ -328,6 +324,10 @@ def verify(
         emit_json(report.to_dict())
     else:
         print_report(report)
+    if public_key is not None:  # verify_bundle refused (exit 5) unless the pinned key signed it
+        from ..bundle.signing import key_id, load_public_key
+
+        err.print(f"signature: valid, key id {key_id(load_public_key(public_key))}", markup=False)
     raise_for_failures(report)
 
 
