@@ -112,6 +112,15 @@ def test_symlinked_manifest(b, keys, runner):
     refused(runner, b, keys[1], "manifest.json is a symlink")
 
 
+def test_manifest_that_is_a_fifo_is_refused_without_blocking(b, keys):
+    """Opening a FIFO to read blocks until a writer comes: the reader must check the file type first."""
+    hostile.make_fifo(b / "manifest.json")
+    p = subprocess.run([sys.executable, "-m", "h2l", "verify", str(b), "--public-key", str(keys[1]),
+                        "--provider", "cpu"], capture_output=True, text=True, timeout=300)
+    assert p.returncode == 5, p.stderr
+    assert "manifest.json is not a regular file" in p.stderr
+
+
 # ------------------------------------------------------------------ manifest size, depth, strict JSON
 
 def test_manifest_of_100_mb_is_refused_unread(b, keys, runner):

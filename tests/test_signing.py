@@ -100,6 +100,13 @@ def test_bad_signing_key_is_refused_before_anything_is_written(tmp_path, runner,
     assert listing(tmp_path) == before
 
 
+def test_npy_export_cannot_be_signed(tmp_path, runner, teacher_npz, keys):
+    r = runner.invoke(app, ["export", "--format", "npy", "--teacher", str(teacher_npz), "--out", str(tmp_path / "n"),
+                            "--sign-key", str(keys[0][0])])
+    one_line_error(r, 3, "--format npy writes the teacher only, unsigned")
+    assert not (tmp_path / "n").exists()
+
+
 @pytest.mark.parametrize("which, needle", [("private_as_public", "is a private key"),
                                            ("garbage", "not a PEM public key"), ("missing", "cannot be read")])
 def test_bad_public_key_is_an_input_error(tmp_path, runner, signed, keys, which, needle):
