@@ -67,8 +67,10 @@ def fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
-def write_bytes_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a sibling temp file, a rename and an fsync of the folder."""
+def write_bytes_atomic(path: Path, data: bytes, mode: int | None = None) -> None:
+    """Write ``data`` to ``path`` through a sibling temp file, a rename and an fsync of the folder.
+
+    ``mode`` (e.g. 0o600 for a private key) is set before the first byte is written."""
     path = Path(path)
     parent = path.parent if str(path.parent) else Path(".")
     if not parent.is_dir():
@@ -81,7 +83,8 @@ def write_bytes_atomic(path: Path, data: bytes) -> None:
         if fcntl is not None:
             fcntl.flock(fd, fcntl.LOCK_EX)  # a concurrent clean_debris leaves a live temp file alone
         with os.fdopen(fd, "wb") as fh:
-            os.fchmod(fh.fileno(), 0o666 & ~_UMASK)  # mkstemp makes 0600; published files get the usual mode
+            # mkstemp makes 0600; published files get the usual mode
+            os.fchmod(fh.fileno(), 0o666 & ~_UMASK if mode is None else mode)
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())

@@ -17,7 +17,8 @@ import onnx
 
 from . import __version__
 from .atomic import check_output_dir, npy_bytes, staged_dir, write_file
-from .bundle.manifest import GOLDEN_INPUTS, MANIFEST, SCHEMA_VERSION, file_entries, json_bytes
+from .bundle.manifest import GOLDEN_INPUTS, MANIFEST, SCHEMA_VERSION, SIGNATURE, file_entries, json_bytes
+from .bundle.signing import load_private_key, signature_bytes
 from .distill.checkpoint import StudentCheckpoint, load_checkpoint_with_sha
 from .errors import InputError, ParityError
 from .exporters import PROJECTED_NAME
@@ -117,10 +118,13 @@ def versions() -> dict[str, str]:
 
 
 def export_onnx(teacher: Teacher, out: str | Path, *, student: str | Path | None = None, fold_graph: bool = True,
-                force: bool = False, min_cosine: float = 0.98, seed: int = 0, quantize: str = "none") -> ExportResult:
+                force: bool = False, min_cosine: float = 0.98, seed: int = 0, quantize: str = "none",
+                sign_key: str | Path | None = None) -> ExportResult:
     """Write a verified bundle to ``out``; raises (leaving no bundle) on any failed check.
 
     ``quantize="int8"`` ships the folded student with dynamic int8 weights (all but the output projection).
+    ``sign_key`` (from ``h2l keygen``) writes manifest.sig inside the staging folder, before the publishing
+    rename, so the bundle is never visible unsigned.
     """
     out = Path(out)
     if quantize not in ("none", "int8"):
@@ -128,6 +132,7 @@ def export_onnx(teacher: Teacher, out: str | Path, *, student: str | Path | None
     if quantize == "int8" and (student is None or not fold_graph):
         raise InputError("--quantize int8 applies to a folded student", "pass --student and drop --no-fold")
     check_output_dir(out, force)  # fail fast, before any graph is built
+    private_key = None if sign_key is None else load_private_key(sign_key)
     check_size(2 * teacher.centroids.nbytes + 4096, "teacher.onnx")  # before building 2 GiB of protobuf
     t_proto = make_teacher_model(teacher)
     check(t_proto)
@@ -177,5 +182,8 @@ def export_onnx(teacher: Teacher, out: str | Path, *, student: str | Path | None
             "checks": [{"model": c.model, "check": c.check, "passed": c.passed, "value": c.value}
                        for c in report.checks if c.kind != "info"]}
         manifest["files"] = file_entries(stage)
-        write_file(stage, MANIFEST, json_bytes(manifest))
+        manifest_bytes = json_bytes(manifest)
+        write_file(stage, MANIFEST, manifest_bytes)
+        if private_key is not None:
+            write_file(stage, SIGNATURE, signature_bytes(manifest_bytes, private_key))
     return ExportResult(out, manifest)

@@ -30,9 +30,13 @@ class Bundle:
         self._runners = runners
 
     @classmethod
-    def open(cls, path: str | Path, *, provider: str = "cpu", threads: int | None = None) -> "Bundle":
-        """Open and verify ``path`` (schema, sha256 of every file, I/O contract); raises an h2l error otherwise."""
-        opened = open_bundle(path, defer_models=True)
+    def open(cls, path: str | Path, *, provider: str = "cpu", threads: int | None = None,
+             public_key=None) -> "Bundle":
+        """Open and verify ``path`` (schema, sha256 of every file, I/O contract); raises an h2l error otherwise.
+
+        ``public_key`` (KEY.pub path or its bytes) pins the publisher: an unsigned bundle, one signed by
+        another key, or a manifest changed after signing is refused (IntegrityError, exit 5)."""
+        opened = open_bundle(path, defer_models=True, public_key=public_key)
         runners: dict[str, Runner] = {}
         for name, meta in opened.models.items():
             data = opened.read_verified(meta["file"])

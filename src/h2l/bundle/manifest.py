@@ -22,9 +22,11 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 
 from ..errors import InputError, IntegrityError
+from .guards import MAX_MANIFEST_BYTES, check_model_size, check_onnx, parse_json, read_plain_file
 
 SCHEMA_VERSION = 1
 MANIFEST = "manifest.json"
+SIGNATURE = "manifest.sig"  # beside the manifest, never listed in it (h2l.bundle.signing)
 GOLDEN_INPUTS = "golden/inputs.npy"
 
 
@@ -45,7 +47,7 @@ def file_entries(root: Path) -> list[dict]:
     out = []
     for p in sorted(root.rglob("*")):
         rel = p.relative_to(root).as_posix()
-        if p.is_file() and rel != MANIFEST:
+        if p.is_file() and rel not in (MANIFEST, SIGNATURE):
             out.append({"path": rel, "sha256": sha256_file(p), "bytes": p.stat().st_size})
     return out
 
@@ -88,6 +90,9 @@ def safe_path(root: Path, rel: str) -> Path:
     if not full.resolve().is_relative_to(real_root):
         raise IntegrityError(f"manifest file {rel!r} resolves outside the bundle (symlink)",
                              "remove the symlink; bundles hold plain files only")
+    for i in range(1, len(pure.parts) + 1):  # inside the folder too: a link can be swapped after the check
+        if root.joinpath(*pure.parts[:i]).is_symlink():
+            raise IntegrityError(f"bundle file {rel!r} is a symlink", "bundles hold plain files only; copy it in")
     return full
 
 
@@ -97,6 +102,7 @@ class Bundle:
 
     root: Path
     manifest: dict
+    key_id: str | None = None  # the pinned key that signed it, when opened with public_key
 
     def path(self, rel: str) -> Path:
         return safe_path(self.root, rel)
@@ -151,26 +157,34 @@ def read_verified(root: Path, entry: dict) -> bytes:
     return data
 
 
-def open_bundle(root: str | Path, *, check_hashes: bool = True, defer_models: bool = False) -> Bundle:
+def open_bundle(root: str | Path, *, check_hashes: bool = True, defer_models: bool = False,
+                public_key=None) -> Bundle:
     """Open ``root``: read and validate the manifest, check every listed file's size and sha256.
 
     ``defer_models``: the model files' hashes are left to :meth:`Bundle.read_verified`, which the caller
     must use to load them (hashed once, on the bytes it loads).
+    ``public_key`` (a KEY.pub path, its PEM bytes or a key): the manifest must carry a valid signature by
+    that key (h2l.bundle.signing), checked on the exact bytes parsed; there is no unsigned fallback.
+    With ``check_hashes`` every model is also screened before any session sees it (bundle.guards).
     """
     root = Path(root)
     if not root.is_dir():
         raise InputError(f"bundle folder {root} does not exist", "pass the --out folder of `h2l export`")
     mpath = root / MANIFEST
-    if not mpath.is_file():
+    if not mpath.exists() and not mpath.is_symlink():
         raise IntegrityError(f"{root} has no {MANIFEST} (incomplete or not a bundle)",
                              "re-run `h2l export`; a bundle is complete only once its manifest exists")
-    try:
-        doc = json.loads(mpath.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise IntegrityError(f"{MANIFEST} is not valid JSON ({exc})", "re-export the bundle") from None
+    data = read_plain_file(mpath, MAX_MANIFEST_BYTES, MANIFEST)
+    kid = None
+    if public_key is not None:
+        from .signing import check_signature
+
+        kid = check_signature(root, data, public_key)
+    doc = parse_json(data, MANIFEST)
     validate_manifest(doc)
     deferred = {m["file"] for m in doc["models"].values()} if defer_models else set()
     listed = {}
+    model_files = {m["file"] for m in doc["models"].values()}
     for entry in doc["files"]:
         full = safe_path(root, entry["path"])
         listed[entry["path"]] = entry
@@ -179,6 +193,8 @@ def open_bundle(root: str | Path, *, check_hashes: bool = True, defer_models: bo
         if full.stat().st_size != entry["bytes"]:
             raise IntegrityError(f"bundle file {entry['path']} has {full.stat().st_size} bytes, manifest says "
                                  f"{entry['bytes']} (sha256 mismatch)", "re-export the bundle; do not edit its files")
+        if entry["path"] in model_files:
+            check_model_size(entry["path"], entry["bytes"])  # before hashing 2 GiB of it
         if check_hashes and entry["path"] not in deferred and sha256_file(full) != entry["sha256"]:
             raise IntegrityError(f"bundle file {entry['path']} fails its sha256 check (modified or corrupt)",
                                  "re-export the bundle; do not edit its files")
@@ -187,4 +203,8 @@ def open_bundle(root: str | Path, *, check_hashes: bool = True, defer_models: bo
     for rel in referenced:
         if rel not in listed:
             raise IntegrityError(f"manifest refers to {rel!r} but does not list its sha256", "re-export the bundle")
-    return Bundle(root, doc)
+    if check_hashes:
+        sizes = {rel: e["bytes"] for rel, e in listed.items()}
+        for m in doc["models"].values():
+            check_onnx(root, m["file"], sizes)
+    return Bundle(root, doc, kid)

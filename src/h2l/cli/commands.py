@@ -269,13 +269,16 @@ def export(
     min_cosine: Annotated[float, typer.Option("--min-cosine", help="Student-vs-teacher gate at export.")] = 0.98,
     mh_id: Annotated[int, typer.Option("--mh-id", help="Projection id in npy file names.")] = 1,
     as_json: Annotated[bool, typer.Option("--json", help="Print the manifest as JSON.")] = False,
+    sign_key: Annotated[Optional[Path], typer.Option("--sign-key", help="Private key from `h2l keygen`: "
+                                                     "publish the bundle signed (manifest.sig).")] = None,
 ) -> None:
     """Export the teacher (and student) as a verified bundle, or as UnifyWeaver .npy files."""
     from ..importers.npz import load_npz
 
     if fmt is Format.npy:
         given = [flag for flag, on in (("--student", student is not None), ("--json", as_json),
-                                       ("--quantize", quantize is not Quantize.none), ("--no-fold", no_fold)) if on]
+                                       ("--quantize", quantize is not Quantize.none), ("--no-fold", no_fold),
+                                       ("--sign-key", sign_key is not None)) if on]
         if given:
             raise UsageError(f"--format npy writes the teacher's vectors only; {', '.join(given)} does not apply",
                              f"drop {', '.join(given)} or use --format onnx")
@@ -289,7 +292,7 @@ def export(
     from ..export import export_onnx
 
     res = export_onnx(t, out_dir, student=student, fold_graph=not no_fold, force=force, min_cosine=min_cosine,
-                      quantize=quantize.value)
+                      quantize=quantize.value, sign_key=sign_key)
     if as_json:
         emit_json(res.manifest)
         return
@@ -310,6 +313,8 @@ def verify(
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable report.")] = False,
     junit: Annotated[Optional[Path], typer.Option("--junit", help="Also write each check as a JUnit XML test "
                                                   "case to this file (written on failure too).")] = None,
+    public_key: Annotated[Optional[Path], typer.Option("--public-key", help="Pinned KEY.pub: refuse (exit 5) "
+                                                       "a bundle it did not sign.")] = None,
 ) -> None:
     """Check integrity, the I/O contract, golden vectors and parity; non-zero exit on any failure."""
     from ..verify.checks import raise_for_failures, verify_bundle
@@ -317,7 +322,8 @@ def verify(
     if junit is not None:
         check_output_file(junit, force=True)  # a missing folder fails now, not after the checks
     q, labels = (None, None) if queries is None else _load_queries(queries, bundle)
-    report = verify_bundle(bundle, provider=provider.value, min_cosine=min_cosine, queries=q, labels=labels)
+    report = verify_bundle(bundle, provider=provider.value, min_cosine=min_cosine, queries=q, labels=labels,
+                           public_key=public_key)
     if junit is not None:
         from ..atomic import write_bytes_atomic
         from ..verify.junit import junit_xml
@@ -327,7 +333,37 @@ def verify(
         emit_json(report.to_dict())
     else:
         print_report(report)
+    if public_key is not None:  # verify_bundle refused (exit 5) unless the pinned key signed it
+        from ..bundle.signing import key_id, load_public_key
+
+        err.print(f"signature: valid, key id {key_id(load_public_key(public_key))}", markup=False)
     raise_for_failures(report)
+
+
+@app.command()
+@handled
+def keygen(
+    out_path: Annotated[Path, typer.Option("--out", help="Private key to write (0600); KEY.pub goes beside it.")],
+    force: Annotated[bool, typer.Option("--force", help="Replace an existing key pair.")] = False,
+) -> None:
+    """Make an ed25519 key pair for signing bundles: keep KEY private, pin KEY.pub in services."""
+    from ..bundle.signing import keygen as make_keys
+
+    kid = make_keys(out_path, force=force)
+    out.print(f"wrote {out_path} (private, mode 0600) and {out_path}.pub; key id {kid}", markup=False)
+
+
+@app.command()
+@handled
+def sign(
+    bundle: Annotated[Path, typer.Argument(help="Bundle folder.")],
+    key: Annotated[Path, typer.Option("--key", help="Private key from `h2l keygen`.")],
+) -> None:
+    """Check a bundle's hashes, then sign its manifest (writes manifest.sig atomically)."""
+    from ..bundle.signing import sign_bundle
+
+    kid = sign_bundle(bundle, key)
+    out.print(f"signed {bundle}/manifest.json; key id {kid}", markup=False)
 
 
 def _load_queries(path: Path, bundle: Path):

@@ -148,10 +148,13 @@ def _gated_rows(bundle: Bundle, src: str, n: int) -> np.ndarray:
 
 
 def verify_bundle(root, *, provider: str = "auto", min_cosine: float = 0.98, queries: np.ndarray | None = None,
-                  labels: np.ndarray | None = None, n_sampled: int = 256, seed: int = 0) -> VerifyReport:
-    """Run every check on every requested provider; never raises for a failed check (see raise_for_failures)."""
+                  labels: np.ndarray | None = None, n_sampled: int = 256, seed: int = 0,
+                  public_key=None) -> VerifyReport:
+    """Run every check on every requested provider; never raises for a failed check (see raise_for_failures).
+
+    ``public_key`` (KEY.pub path or bytes): refuse, before anything else, a bundle it did not sign."""
     providers, skipped = resolve_providers(provider)
-    bundle = open_bundle(root, defer_models=True)
+    bundle = open_bundle(root, defer_models=True, public_key=public_key)
     model_bytes = {name: bundle.read_verified(meta["file"]) for name, meta in bundle.models.items()}
     d = bundle.manifest["teacher"]["dim"]
     keys, answers = teacher_arrays(model_bytes["teacher"], bundle.models["teacher"]["file"])

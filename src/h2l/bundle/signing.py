@@ -1,0 +1,179 @@
+"""Ed25519 signatures over manifest.json: a service loads only what its owner published.
+
+The manifest lists every file's sha256, so one signature over its exact bytes
+covers the whole bundle.  ``manifest.sig`` sits beside it (never listed in
+``files``) and holds::
+
+    {"format": "h2l-signature", "version": 1, "algorithm": "ed25519",
+     "key_id": "<sha256 hex of the 32 raw public-key bytes>",
+     "signature": "<standard base64 of the 64-byte signature over manifest.json's bytes>"}
+
+Keys: ``KEY`` is PEM PKCS8 (unencrypted, mode 0600), ``KEY.pub`` PEM
+SubjectPublicKeyInfo.  Rust and Go read the same files.  With a public key
+pinned there is no unsigned fallback: a missing, foreign or stale signature is
+an :class:`IntegrityError` (exit 5).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import re
+from pathlib import Path
+
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+from ..atomic import check_output_file, write_bytes_atomic
+from ..errors import InputError, IntegrityError
+from .guards import MAX_MANIFEST_BYTES, MAX_SIGNATURE_BYTES, parse_json, read_plain_file
+from .manifest import MANIFEST, SIGNATURE, json_bytes, open_bundle
+
+FORMAT, VERSION, ALGORITHM = "h2l-signature", 1, "ed25519"
+_PUBLISH = "publish it with `h2l export --sign-key KEY` or sign it with `h2l sign DIR --key KEY`"
+
+PublicKeyLike = str | Path | bytes | Ed25519PublicKey
+
+
+def key_id(public_key: Ed25519PublicKey) -> str:
+    """sha256 hex of the 32 raw public-key bytes: the fingerprint manifest.sig names."""
+    raw = public_key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    return hashlib.sha256(raw).hexdigest()
+
+
+def public_path(key: str | Path) -> Path:
+    return Path(f"{key}.pub")
+
+
+def keygen(out: str | Path, force: bool = False) -> str:
+    """Write a new key pair: ``out`` (PKCS8 PEM, 0600 from its first byte) and ``out.pub``; returns the key id."""
+    out = Path(out)
+    pub = public_path(out)
+    for p in (out, pub):
+        check_output_file(p, force)
+    private = Ed25519PrivateKey.generate()
+    pem = private.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                serialization.NoEncryption())
+    write_bytes_atomic(out, pem, mode=0o600)
+    try:
+        write_bytes_atomic(pub, private.public_key().public_bytes(serialization.Encoding.PEM,
+                                                                  serialization.PublicFormat.SubjectPublicKeyInfo))
+    except BaseException:
+        out.unlink(missing_ok=True)  # no private key without its public half
+        raise
+    return key_id(private.public_key())
+
+
+def load_private_key(path: str | Path) -> Ed25519PrivateKey:
+    """Read ``KEY`` (PEM PKCS8, unencrypted ed25519); InputError (exit 3) with the fix otherwise."""
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise InputError(f"signing key {path} cannot be read ({exc.strerror})",
+                         "create one with `h2l keygen --out KEY`") from None
+    if b"PUBLIC KEY" in data and b"PRIVATE KEY" not in data:
+        raise InputError(f"{path} is a public key", "sign with the private key KEY, not KEY.pub")
+    try:
+        key = serialization.load_pem_private_key(data, password=None)
+    except TypeError:
+        raise InputError(f"signing key {path} is encrypted", "h2l reads unencrypted PKCS8 keys from "
+                         "`h2l keygen`; keep the key file itself private (mode 0600)") from None
+    except (ValueError, UnsupportedAlgorithm):
+        raise InputError(f"{path} is not a PEM private key", "create one with `h2l keygen --out KEY`") from None
+    if not isinstance(key, Ed25519PrivateKey):
+        raise InputError(f"{path} is not an ed25519 key", "create one with `h2l keygen --out KEY`")
+    return key
+
+
+def load_public_key(key: PublicKeyLike) -> Ed25519PublicKey:
+    """A pinned public key from a ``.pub`` path, its PEM bytes, or a key object; InputError (exit 3) otherwise."""
+    if isinstance(key, Ed25519PublicKey):
+        return key
+    what = "public key bytes" if isinstance(key, bytes) else f"public key {key}"
+    if isinstance(key, bytes):
+        data = key
+    else:
+        try:
+            data = Path(key).read_bytes()
+        except OSError as exc:
+            raise InputError(f"{what} cannot be read ({exc.strerror})",
+                             "pass the KEY.pub written by `h2l keygen`") from None
+    if b"PRIVATE KEY" in data:
+        raise InputError(f"{what} is a private key", "pin the public half, KEY.pub; never ship the private key")
+    try:
+        pub = serialization.load_pem_public_key(data)
+    except (ValueError, UnsupportedAlgorithm):
+        raise InputError(f"{what} is not a PEM public key", "pass the KEY.pub written by `h2l keygen`") from None
+    if not isinstance(pub, Ed25519PublicKey):
+        raise InputError(f"{what} is not an ed25519 key", "pass the KEY.pub written by `h2l keygen`")
+    return pub
+
+
+def signature_bytes(manifest: bytes, private_key: Ed25519PrivateKey) -> bytes:
+    """manifest.sig's bytes for ``manifest`` (ed25519 is deterministic: same key and bytes, same file)."""
+    sig = private_key.sign(manifest)
+    return json_bytes({"format": FORMAT, "version": VERSION, "algorithm": ALGORITHM,
+                       "key_id": key_id(private_key.public_key()), "signature": base64.b64encode(sig).decode()})
+
+
+def sign_bundle(root: str | Path, key: str | Path) -> str:
+    """Check ``root`` (hashes included), then write its manifest.sig atomically; returns the key id."""
+    private = load_private_key(key)
+    root = Path(root)
+    open_bundle(root)
+    data = read_plain_file(root / MANIFEST, MAX_MANIFEST_BYTES, MANIFEST)
+    write_bytes_atomic(root / SIGNATURE, signature_bytes(data, private))
+    return key_id(private.public_key())
+
+
+def _parse_signature(root: Path) -> tuple[str, bytes]:
+    path = root / SIGNATURE
+    if not path.exists() and not path.is_symlink():
+        raise IntegrityError(f"{root} has no {SIGNATURE} (unsigned bundle), and a public key is pinned",
+                             _PUBLISH + "; with a key pinned, unsigned bundles are never loaded")
+    doc = parse_json(read_plain_file(path, MAX_SIGNATURE_BYTES, SIGNATURE), SIGNATURE)
+    fields = {"format": FORMAT, "version": VERSION, "algorithm": ALGORITHM}
+    if not isinstance(doc, dict) or any(doc.get(k) != v or type(doc.get(k)) is not type(v)
+                                        for k, v in fields.items()):
+        raise IntegrityError(f"{SIGNATURE} is not an {FORMAT} v{VERSION} {ALGORITHM} signature", _PUBLISH)
+    kid, b64 = doc.get("key_id"), doc.get("signature")
+    if not isinstance(kid, str) or not re.fullmatch(r"[0-9a-f]{64}", kid):
+        raise IntegrityError(f"{SIGNATURE} has a malformed key_id (want 64 lowercase hex digits)", _PUBLISH)
+    try:
+        sig = base64.b64decode(b64, validate=True) if isinstance(b64, str) else b""
+    except binascii.Error:
+        sig = b""
+    if len(sig) != 64:
+        raise IntegrityError(f"{SIGNATURE} has a malformed signature (want base64 of 64 bytes)", _PUBLISH)
+    return kid, sig
+
+
+def check_signature(root: str | Path, manifest: bytes, public_key: PublicKeyLike) -> str:
+    """Refuse unless ``manifest`` (the bytes about to be parsed) is signed by ``public_key``; returns its key id."""
+    pub = load_public_key(public_key)
+    root = Path(root)
+    kid, sig = _parse_signature(root)
+    pinned = key_id(pub)
+    if kid != pinned:
+        raise IntegrityError(f"bundle is signed by another key (key id {kid[:16]}…, pinned {pinned[:16]}…)",
+                             "pin the publisher's KEY.pub, or re-publish the bundle with the pinned key")
+    try:
+        pub.verify(sig, manifest)
+    except InvalidSignature:
+        raise IntegrityError(f"{root.name}/manifest.json was changed after signing (its signature does not verify "
+                             f"with the pinned key {pinned[:16]}…)",
+                             "re-export and sign the bundle; never edit a published bundle") from None
+    return kid
+
+
+def verify(root: str | Path, public_key: PublicKeyLike) -> str:
+    """Check ``root``'s signature alone (no hashes); returns the key id.  :func:`open_bundle` does both."""
+    root = Path(root)
+    if not root.is_dir():
+        raise InputError(f"bundle folder {root} does not exist", "pass the --out folder of `h2l export`")
+    data = read_plain_file(root / MANIFEST, MAX_MANIFEST_BYTES, MANIFEST)
+    return check_signature(root, data, public_key)
+
