@@ -103,7 +103,7 @@ def test_bad_signing_key_is_refused_before_anything_is_written(tmp_path, runner,
 def test_npy_export_cannot_be_signed(tmp_path, runner, teacher_npz, keys):
     r = runner.invoke(app, ["export", "--format", "npy", "--teacher", str(teacher_npz), "--out", str(tmp_path / "n"),
                             "--sign-key", str(keys[0][0])])
-    one_line_error(r, 3, "--format npy writes the teacher only, unsigned")
+    one_line_error(r, 2, "--format npy writes the teacher's vectors only; --sign-key does not apply")
     assert not (tmp_path / "n").exists()
 
 

@@ -14,8 +14,8 @@ handed to onnxruntime, and refuses with an :class:`IntegrityError` (exit 5).
   unread; every tensor (initializers, node attributes, subgraphs, functions,
   sparse tensors) must hold exactly the bytes its shape declares (a small file
   cannot declare terabytes: the ONNX form of a zip bomb), and external data is
-  allowed only in a file that the manifest lists (so the hash and the signature
-  cover it), never outside the folder.
+  refused: outside the folder or unlisted with a message that says so, and even
+  when listed, because sessions are built from one file's verified bytes.
 """
 
 from __future__ import annotations
@@ -206,8 +206,10 @@ def check_onnx(root: Path, rel: str, listed: dict[str, int]) -> None:
             external = True
         else:
             _check_inline(rel, where, t)
+    if external:  # every runtime builds its session from the verified bytes, which cannot reach a second file
+        raise IntegrityError(f"{rel} keeps tensor data in external files; bundles hold single-file models "
+                             "(loaded from the bytes whose sha256 was checked)", _FIX)
     try:  # structure (graph present, opsets, node inputs defined): catches a file cut at a field boundary
-        # by path when data is external (now known to be listed files), else the checker would look in the cwd
-        onnx.checker.check_model(str(path) if external else model)
+        onnx.checker.check_model(model)
     except Exception as exc:  # noqa: BLE001 - ValidationError, or protobuf errors on odd models
         raise IntegrityError(f"{rel} fails the ONNX checker ({str(exc).strip().splitlines()[0][:160]})", _FIX) from None
