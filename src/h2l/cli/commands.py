@@ -57,6 +57,11 @@ class Quantize(str, Enum):
     int8 = "int8"
 
 
+class Router(str, Enum):
+    screen = "screen"
+    ivf = "ivf"
+
+
 class Device(str, Enum):
     cpu = "cpu"
     cuda = "cuda"
@@ -272,6 +277,11 @@ def export(
                                                "(output projection stays float32).")] = Quantize.none,
     min_cosine: Annotated[float, typer.Option("--min-cosine", help="Student-vs-teacher gate at export.")] = 0.98,
     mh_id: Annotated[int, typer.Option("--mh-id", help="Projection id in npy file names.")] = 1,
+    routed: Annotated[bool, typer.Option("--routed", help="Add teacher_routed.onnx (docs/routing.md).")] = False,
+    router: Annotated[Router, typer.Option("--router", help="screen: proven bound; ivf: k-means groups, "
+                                           "an estimate only.")] = Router.screen,
+    candidates: Annotated[Optional[int], typer.Option("--candidates", help="Routed: K heads scored exactly "
+                                                      "(default: chosen from the teacher).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the manifest as JSON.")] = False,
 ) -> None:
     """Export the teacher (and student) as a verified bundle, or as UnifyWeaver .npy files."""
@@ -281,15 +291,15 @@ def export(
     if fmt is Format.npy:
         from ..exporters.npy import export_npy
 
-        if student is not None:
-            raise InputError("--format npy writes the teacher only", "drop --student or use --format onnx")
+        if student is not None or routed:
+            raise InputError("--format npy writes the teacher only", "drop --student/--routed or use --format onnx")
         written = export_npy(t, out_dir, mh_id=mh_id, force=force)
         out.print(f"wrote {len(written)} .npy files to {out_dir} (float32 little-endian, shape (d,))")
         return
     from ..export import export_onnx
 
     res = export_onnx(t, out_dir, student=student, fold_graph=not no_fold, force=force, min_cosine=min_cosine,
-                      quantize=quantize.value)
+                      quantize=quantize.value, routed=routed, router=router.value, candidates=candidates)
     if as_json:
         emit_json(res.manifest)
         return
@@ -297,6 +307,10 @@ def export(
     for entry in res.manifest["files"]:
         out.print(f"  {entry['path']:44} {entry['bytes']:>10} B  sha256 {entry['sha256'][:16]}…", markup=False)
     print_summary(res.manifest["verification"].get("summary", {}))
+    if routed:
+        report = json.loads((res.out / "reports" / "routing.json").read_text())
+        out.print(report["note"], markup=False)
+        out.print(report["verdict"], markup=False)
 
 
 @app.command()

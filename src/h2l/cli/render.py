@@ -14,6 +14,13 @@ out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty()
 def print_summary(summary: dict) -> None:
     for provider, srcs in summary.items():
         for src, fid in srcs.items():
+            if src == "routed":  # routed vs flat teacher, per query source (h2l.verify.routed)
+                for rsrc, r in fid.items():
+                    mass = next(k for k in r if k.startswith("median_"))
+                    out.print(f"  routed vs flat teacher [{provider}, {rsrc}]: mean cos {r['mean_cosine']:.7f}, "
+                              f"min {r['min_cosine']:.7f}, {mass.replace('_', ' ')} {r[mass]:.3g} "
+                              f"(K = {r['candidates']})", markup=False)
+                continue
             if src == "recall_at_1":
                 out.print(f"  recall@1 [{provider}] " + ", ".join(f"{k} {v:.1%}" for k, v in fid.items()), markup=False)
                 continue
