@@ -18,7 +18,7 @@ from rich.console import Console
 from rich.table import Table
 
 from ..atomic import check_output_file
-from .render import out, print_bench, print_demo_summary, print_report, print_summary
+from .render import out, print_bench, print_routing_profile, print_sweep_tables, print_demo_summary, print_report, print_summary
 from ..errors import EXIT_INTERRUPTED, H2LError, InputError
 
 app = typer.Typer(name="h2l", help="Distil multi-head LDA routing teachers into students; ship both as ONNX.",
@@ -109,8 +109,10 @@ def teacher_import(
 def teacher_info(
     path: Annotated[Path, typer.Argument(help="Teacher .npz.")],
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+    routing: Annotated[bool, typer.Option("--routing/--no-routing", help="Effective heads and the candidates a "
+                                          "router needs (256 near-centroid queries).")] = True,
 ) -> None:
-    """Show a teacher's size, temperature, ids and stored queries."""
+    """Show a teacher's size, temperature, ids, stored queries, and how routable it is."""
     from ..importers.npz import load_npz
 
     t = load_npz(path)
@@ -119,13 +121,21 @@ def teacher_info(
             "embedding_model": t.embedding_model, "cluster_ids": list(t.cluster_ids),
             "train_queries": 0 if qs is None else len(qs.train), "heldout_queries": 0 if qs is None else len(qs.heldout),
             "sha256": t.fingerprint()}
+    if routing:
+        from ..model.routing_profile import teacher_profile
+
+        info["routing"] = teacher_profile(t.keys, t.answers, t.temperature)
     if as_json:
         emit_json(info)
         return
     for k, v in info.items():
+        if k == "routing":
+            continue
         if k == "cluster_ids":
             v = ", ".join(v[:8]) + (f", … ({len(v)} in all)" if len(v) > 8 else "")
         out.print(f"{k:16} {v}", markup=False)
+    if routing:
+        print_routing_profile(info["routing"])
 
 
 @teacher_app.command("build")
@@ -356,7 +366,12 @@ def bench(
     quick: Annotated[bool, typer.Option("--quick", help="Short timings for tests and CI.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
     json_out: Annotated[Optional[Path], typer.Option("--out", help="Also write the JSON report here.")] = None,
-    plot: Annotated[Optional[Path], typer.Option("--plot", help="Sweep: write latency vs N as PNG.")] = None,
+    plot: Annotated[Optional[Path], typer.Option("--plot", help="Sweep: write latency vs N as PNG "
+                                                 "(and <stem>_batch<B>.png with fidelity, per batch size).")] = None,
+    temperature: Annotated[float, typer.Option("--temperature", help="Sweep: τ of the synthetic teachers.")] = 0.1,
+    routed: Annotated[bool, typer.Option("--routed/--no-routed", help="Sweep: include the routed teacher.")] = True,
+    candidates: Annotated[Optional[int], typer.Option("--candidates", help="Sweep: routed K (default: as "
+                                                      "export chooses it).")] = None,
 ) -> None:
     """Time teacher and student variants (p50/p90/p99, pinned threads); --sweep finds the crossover N."""
     from ..bench.suites import bench_bundle, bench_sweep, plot_sweep
@@ -382,9 +397,13 @@ def bench(
     if sweep == (bundle is not None):
         raise InputError("pass a bundle folder or --sweep (not both)", "see `h2l bench --help`")
     if sweep:
-        report = bench_sweep(ns, dim=d, providers=provs, batches=batches, threads=threads, quick=quick)
+        report = bench_sweep(ns, dim=d, providers=provs, batches=batches, threads=threads, quick=quick,
+                             temperature=temperature, routed=routed, candidates=candidates, checkpoint=checkpoint)
         if plot is not None:
+            from ..bench.routed import plot_sweep_batches
+
             plot_sweep(report, plot)
+            plot_sweep_batches(report, plot)
     else:
         report = bench_bundle(bundle, checkpoint=checkpoint, providers=provs, batches=batches, threads=threads,
                               quick=quick)
@@ -396,6 +415,8 @@ def bench(
         emit_json(report)
         return
     print_bench(report)
+    if sweep:
+        print_sweep_tables(report)
 
 
 @app.command()
