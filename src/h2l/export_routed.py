@@ -11,7 +11,7 @@ from .errors import InputError
 from .exporters.onnx_common import check, check_size, serialize
 from .exporters.onnx_routed import ROUTED_FILE, make_routed_model, routed_size
 from .model.routing import make_screen
-from .model.routing_profile import DEFAULT_EPSILON, choose_k, profile_queries, teacher_profile
+from .model.routing_profile import DEFAULT_EPSILON, MAX_AUTO_K, choose_k, profile_queries, teacher_profile
 from .model.teacher import Teacher
 
 ROUTERS = ("screen", "ivf")
@@ -33,7 +33,8 @@ def routed_model(teacher: Teacher, *, router: str = "screen", candidates: int | 
     profile = teacher_profile(teacher.keys, teacher.answers, teacher.temperature, seed=seed, index=index)
     if candidates is None:
         k = choose_k(index, profile_queries(teacher.keys, teacher.temperature, 256, seed + 7))
-        how = f"auto: certifies mass ≤ {DEFAULT_EPSILON:g} on 95% of near-centroid and sampled queries"
+        how = (f"auto: certifies mass ≤ {DEFAULT_EPSILON:g} on 95% of near-centroid and sampled queries, "
+               f"at most {MAX_AUTO_K}")
     else:
         k, how = min(candidates, teacher.n_heads), "--candidates"
     meta = {"h2l.name": teacher.name, "h2l.temperature": repr(teacher.temperature),

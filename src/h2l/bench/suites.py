@@ -77,7 +77,10 @@ def variants(teacher: Teacher, model: ProjectionTransformer | None, *, threads: 
     if "cpu" in providers:
         out[("teacher", "ort", "cpu")] = _ort(t_bytes, threads)
     if cuda_ok:
+        from ..runtime.cuda_graph import graph_variant
+
         out[("teacher", "ort_iobinding", "cuda")] = _ort_cuda_iobinding(t_bytes)
+        out[("teacher", "ort_cuda_graph", "cuda")] = graph_variant(t_bytes)
     if model is None:
         return out
     folded = make_folded_student_model(fold(model), {})
@@ -91,7 +94,10 @@ def variants(teacher: Teacher, model: ProjectionTransformer | None, *, threads: 
         if int8:
             out[("student", "ort_int8", "cpu")] = _ort(serialize(make_int8_student_model(folded), "q"), threads)
     if cuda_ok:
+        from ..runtime.cuda_graph import graph_variant
+
         out[("student", "ort_folded_iobinding", "cuda")] = _ort_cuda_iobinding(serialize(folded, "s"))
+        out[("student", "ort_folded_cuda_graph", "cuda")] = graph_variant(serialize(folded, "s"))
     if "cuda" in providers and torch_cuda():
         import copy
 
@@ -168,6 +174,11 @@ def bench_bundle(root: Path, *, checkpoint: Path | None, providers: set[str], ba
                   "cuda": dict(zip(("usable", "reason"), cuda_status()))}
         if not quick:
             report["floor"] = measure_floor(threads)
+        if "cuda" in providers and cuda_status()[0]:  # whether graph replay really happened, per model
+            from ..runtime.cuda_graph import replay_evidence
+
+            report["cuda_graph"] = {name: replay_evidence(bundle.path(meta["file"]).read_bytes())
+                                    for name, meta in bundle.models.items()}
         if model is not None and not quick:
             report["fidelity"] = _fidelity_of_variants(teacher, model, threads)
     return report

@@ -16,6 +16,9 @@ from .sampling import near_centroid_queries, sampled_queries
 EPSILONS = (1e-2, 1e-4, 1e-6)
 DEFAULT_EPSILON = 1e-5  # the shipped K certifies this mass on 95% of near-centroid and sampled queries
 MIN_K = 32
+#: The auto K never exceeds this: the graph gathers K rows per query ([batch, K, d] floats), and where
+#: more are needed the teacher is spread, the bound says so per query, and callers fall back to flat.
+MAX_AUTO_K = 2048
 
 
 def _stats(x: np.ndarray) -> dict:
@@ -29,10 +32,10 @@ def profile_queries(keys: np.ndarray, temperature: float, n: int, seed: int) -> 
 
 
 def choose_k(index: ScreenIndex, queries: np.ndarray, eps: float = DEFAULT_EPSILON, quantile: float = 95) -> int:
-    """The K that certifies ``eps`` on ``quantile``% of ``queries``, rounded up to 16 (≥ 32, ≤ N)."""
+    """The K that certifies ``eps`` on ``quantile``% of ``queries``, rounded up to 16 (32 ≤ K ≤ 2048, ≤ N)."""
     need = float(np.percentile(certified_k(index, queries, eps), quantile))
     k = int(np.ceil(max(need, MIN_K) / 16) * 16)
-    return min(k, index.n_heads)
+    return min(k, MAX_AUTO_K, index.n_heads)
 
 
 def teacher_profile(keys: np.ndarray, answers: np.ndarray, temperature: float, *, n: int = 256, seed: int = 0,

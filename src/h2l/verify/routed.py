@@ -64,10 +64,11 @@ def check_routed(bundle, provider: str, runner, sources: dict[str, np.ndarray], 
                   for k_ in (PROJECTED_NAME, TOP_WEIGHTS, mass_name))
         checks.append(check_cls("routed", provider, f"batch_consistency:{src}", err <= atol, "parity", err, atol))
         if index is not None:
-            ref = route(index, q, k)
-            err = max(float(np.abs(got[PROJECTED_NAME] - ref.projected).max()),
-                      float(np.abs(got[BOUND_NAME] - ref.bound).max()))
-            same = float((got[TOP_HEADS] == ref.top_heads).all(axis=1).mean())
+            refs = [route(index, q[i:i + 32], k) for i in range(0, len(q), 32)]  # [32, K, d] at a time
+            ref_p, ref_b, ref_h = (np.concatenate([getattr(r, a) for r in refs])
+                                   for a in ("projected", "bound", "top_heads"))
+            err = max(float(np.abs(got[PROJECTED_NAME] - ref_p).max()), float(np.abs(got[BOUND_NAME] - ref_b).max()))
+            same = float((got[TOP_HEADS] == ref_h).all(axis=1).mean())
             checks.append(check_cls("routed", provider, f"vs_numpy:{src}", err <= atol, "parity", err, atol,
                                     f"top_heads identical in {same:.1%} of rows"))
         cos = cosine(got[PROJECTED_NAME], flat)
