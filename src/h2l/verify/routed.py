@@ -34,7 +34,7 @@ def check_routed(bundle, provider: str, runner, sources: dict[str, np.ndarray], 
     checks = []
     estimate = meta.get("bound") == "estimate"
     mass_name = ESTIMATE_NAME if estimate else BOUND_NAME
-    index = None
+    index = ivf = None
     if meta.get("router", "screen") == "screen":
         index = make_screen(keys, answers)
         held = routed_arrays(bundle.path(meta["file"]))
@@ -48,6 +48,17 @@ def check_routed(bundle, provider: str, runner, sources: dict[str, np.ndarray], 
                                 detail=("initializers differ from the flat teacher's: " + ", ".join(bad)) if bad else ""))
         if bad:
             return checks
+    else:  # ivf: the shipped tables are the reference; rows and answers must still be the teacher's
+        from ..exporters.onnx_routed_ivf import ivf_index_from_arrays
+
+        held = routed_arrays(bundle.path(meta["file"]))
+        ok = "rows" in held and "answers" in held and np.array_equal(held["rows"], np.ascontiguousarray(keys.T)) \
+            and np.array_equal(held["answers"], answers)
+        checks.append(check_cls("routed", provider, "same_teacher", ok, "integrity",
+                                detail="" if ok else "rows/answers differ from the flat teacher's"))
+        if not ok:
+            return checks
+        ivf = ivf_index_from_arrays(held)
     max_a = float(np.linalg.norm(answers.astype(np.float64), axis=1).max())
     k = int(meta["candidates"])
     for src, q in routed_sources(keys, bundle.manifest["teacher"]["temperature"], sources, 0).items():
@@ -63,11 +74,15 @@ def check_routed(bundle, provider: str, runner, sources: dict[str, np.ndarray], 
         err = max(float(np.abs(o[k_].astype(np.float64) - got[k_]).max()) for o in outs[1:]
                   for k_ in (PROJECTED_NAME, TOP_WEIGHTS, mass_name))
         checks.append(check_cls("routed", provider, f"batch_consistency:{src}", err <= atol, "parity", err, atol))
-        if index is not None:
-            refs = [route(index, q[i:i + 32], k) for i in range(0, len(q), 32)]  # [32, K, d] at a time
+        if index is not None or ivf is not None:
+            from ..model.routing_ivf import route_ivf
+
+            # [32, K, d] at a time
+            refs = [route(index, q[i:i + 32], k) if ivf is None else route_ivf(ivf, q[i:i + 32])
+                    for i in range(0, len(q), 32)]
             ref_p, ref_b, ref_h = (np.concatenate([getattr(r, a) for r in refs])
                                    for a in ("projected", "bound", "top_heads"))
-            err = max(float(np.abs(got[PROJECTED_NAME] - ref_p).max()), float(np.abs(got[BOUND_NAME] - ref_b).max()))
+            err = max(float(np.abs(got[PROJECTED_NAME] - ref_p).max()), float(np.abs(got[mass_name] - ref_b).max()))
             same = float((got[TOP_HEADS] == ref_h).all(axis=1).mean())
             checks.append(check_cls("routed", provider, f"vs_numpy:{src}", err <= atol, "parity", err, atol,
                                     f"top_heads identical in {same:.1%} of rows"))
