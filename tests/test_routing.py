@@ -226,3 +226,18 @@ def test_bench_sweep_times_and_measures_the_routed_teacher(runner, tmp_path):
     assert doc["candidates"] == {"64": 32, "256": 32}
     for b in (1, 4):
         assert (tmp_path / f"s_batch{b}.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_teacher_info_says_how_routable_a_teacher_is(runner, tmp_path):
+    from h2l.importers.npz import save_npz
+
+    save_npz(synthetic_teacher(400, 32, temperature=0.01, seed=1), tmp_path / "peaked.npz")
+    save_npz(synthetic_teacher(400, 32, temperature=1.0, seed=1), tmp_path / "spread.npz")
+    r = runner.invoke(app, ["teacher", "info", str(tmp_path / "peaked.npz"), "--json"])
+    assert r.exit_code == 0, r.output
+    prof = json.loads(r.stdout)["routing"]
+    assert prof["routable"] and prof["effective_heads"]["median"] < 2
+    need = prof["candidates_needed"]["0.0001"]
+    assert 1 <= need["best_m"]["median"] <= need["certified_k"]["median"] <= 400
+    r = runner.invoke(app, ["teacher", "info", str(tmp_path / "spread.npz")])
+    assert r.exit_code == 0 and "effective heads" in r.output and "cannot be exact" in r.output
