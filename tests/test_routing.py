@@ -241,3 +241,32 @@ def test_teacher_info_says_how_routable_a_teacher_is(runner, tmp_path):
     assert 1 <= need["best_m"]["median"] <= need["certified_k"]["median"] <= 400
     r = runner.invoke(app, ["teacher", "info", str(tmp_path / "spread.npz")])
     assert r.exit_code == 0 and "effective heads" in r.output and "cannot be exact" in r.output
+
+
+def test_bench_sweep_measures_a_trained_student_when_its_teacher_matches(runner, tmp_path):
+    from h2l.importers.npz import save_npz
+
+    save_npz(synthetic_teacher(32, 16, temperature=0.05, seed=0), tmp_path / "t.npz")  # the sweep's N = 32 teacher
+    r = runner.invoke(app, ["distill", str(tmp_path / "t.npz"), "--out", str(tmp_path / "s.pt"), "--steps", "4",
+                            "--heads", "2", "--layers", "1", "--ff-dim", "32", "--batch-size", "64",
+                            "--eval-every", "2", "--quiet"])
+    assert r.exit_code == 0, r.output
+    r = runner.invoke(app, ["bench", "--sweep", "--n", "32,64", "--d", "16", "--quick", "--providers", "cpu",
+                            "--batch", "1", "--temperature", "0.05", "--checkpoint", str(tmp_path / "s.pt"),
+                            "--json"])
+    assert r.exit_code == 0, r.output
+    fid = {(f["n"], f["model"], f["variant"]) for f in json.loads(r.stdout)["fidelity"]}
+    assert {(32, "student", "ort_folded"), (32, "student", "ort_int8")} <= fid
+    assert not any(n == 64 and m == "student" for n, m, _ in fid)  # a student of another teacher is not measured
+
+
+@pytest.mark.parametrize("router", ["screen", "ivf"])
+def test_routed_export_is_byte_stable(tmp_path, router):
+    from h2l.export import export_onnx
+
+    t = synthetic_teacher(120, 16, temperature=0.03, seed=6)
+    for name in ("a", "b"):
+        export_onnx(t, tmp_path / name, routed=True, router=router)
+    a, b = ((tmp_path / n / "manifest.json").read_bytes() for n in ("a", "b"))
+    assert a == b and (tmp_path / "a" / "teacher_routed.onnx").read_bytes() == \
+        (tmp_path / "b" / "teacher_routed.onnx").read_bytes()

@@ -73,7 +73,13 @@ def make_ivf_from_labels(keys: np.ndarray, answers: np.ndarray, labels: np.ndarr
 def make_ivf(keys: np.ndarray, answers: np.ndarray, *, groups: int | None = None, probes: int = 4,
              seed: int = 0) -> IvfIndex:
     """k-means (scikit-learn, seeded, one init) on the unit centroids, then :func:`make_ivf_from_labels`."""
-    from sklearn.cluster import KMeans
+    try:
+        from sklearn.cluster import KMeans
+    except ImportError:
+        from ..errors import DependencyError
+
+        raise DependencyError("--router ivf needs scikit-learn's k-means, which is not installed",
+                              "pip install scikit-learn (an h2l dependency), or use --router screen") from None
 
     n = keys.shape[1]
     groups = max(1, min(n, groups or int(round(np.sqrt(n)))))
