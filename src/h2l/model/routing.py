@@ -23,7 +23,6 @@ The query is 7-bit so that u8×s8 int8 GEMMs that add pairs of products in int16
 
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -58,11 +57,6 @@ class ScreenIndex:
     @property
     def dim(self) -> int:
         return int(self.rows.shape[1])
-
-    @functools.cached_property
-    def weights_f32(self) -> np.ndarray:
-        """The int8 screen as float32 (exact), converted once for numpy's BLAS."""
-        return self.weights.astype(np.float32)
 
 
 def make_screen(keys: np.ndarray, answers: np.ndarray, chunk: int = 8192) -> ScreenIndex:
@@ -119,10 +113,11 @@ def quantize_query(qn: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 def upper_bounds(index: ScreenIndex, qn: np.ndarray) -> np.ndarray:
     """u (B, N) float32 with u_i ≥ q̂·K_i for every head, from the int8 screen alone."""
     qi, s, qt = quantize_query(qn)
-    if index.dim * QUERY_LEVELS * WEIGHT_LEVELS < 2**24:
-        dot = qi @ index.weights_f32  # every partial sum is an integer < 2²⁴: exact
-    else:
-        dot = (qi.astype(np.float64) @ index.weights.astype(np.float64)).astype(np.float32)
+    exact32 = index.dim * QUERY_LEVELS * WEIGHT_LEVELS < 2**24  # every partial sum an integer < 2²⁴: exact
+    dt = np.float32 if exact32 else np.float64
+    dot = np.empty((len(qn), index.n_heads), np.float32)
+    for lo in range(0, index.n_heads, 16384):  # a float copy of 16k screen columns at a time, not of all N
+        dot[:, lo:lo + 16384] = qi.astype(dt) @ index.weights[:, lo:lo + 16384].astype(dt)
     e = qn - qt
     err_q = np.sqrt(np.sum(e * e, axis=1, keepdims=True, dtype=np.float32))
     l1 = np.sum(np.abs(qt), axis=1, keepdims=True, dtype=np.float32)
