@@ -22,7 +22,7 @@ from .bundle.signing import load_private_key, signature_bytes
 from .distill.checkpoint import StudentCheckpoint, load_checkpoint_with_sha
 from .errors import InputError, ParityError
 from .exporters import PROJECTED_NAME
-from .exporters.onnx_common import check, check_size, serialize
+from .exporters.onnx_common import contract, check, check_size, serialize
 from .exporters.onnx_student import make_folded_student_model, make_unfolded_student_model
 from .exporters.onnx_teacher import make_teacher_model
 from .exporters.quantize import make_int8_student_model
@@ -41,14 +41,6 @@ GOLDEN_ATOL = 1e-5
 class ExportResult:
     out: Path
     manifest: dict
-
-
-def contract(model: onnx.ModelProto) -> dict:
-    def one(vi) -> dict:
-        dims = [d.dim_param if d.dim_param else d.dim_value for d in vi.type.tensor_type.shape.dim]
-        dtype = "int64" if vi.type.tensor_type.elem_type == onnx.TensorProto.INT64 else "float32"
-        return {"name": vi.name, "dtype": dtype, "shape": dims}
-    return {"inputs": [one(v) for v in model.graph.input], "outputs": [one(v) for v in model.graph.output]}
 
 
 def golden_queries(teacher: Teacher, seed: int = 0) -> tuple[np.ndarray, list[str]]:
@@ -138,7 +130,7 @@ def export_onnx(teacher: Teacher, out: str | Path, *, student: str | Path | None
     ``quantize="int8"`` ships the folded student with dynamic int8 weights (all but the output projection).
     ``sign_key`` (from ``h2l keygen``) writes manifest.sig inside the staging folder, before the publishing
     rename, so the bundle is never visible unsigned.
-    ``routed`` adds ``teacher_routed.onnx`` (:mod:`h2l.export_routed`) and reports/routing.json.
+    ``routed`` adds ``teacher_routed.onnx`` (:mod:`h2l.exporters.routed`) and reports/routing.json.
     """
     out = Path(out)
     if quantize not in ("none", "int8"):
@@ -157,7 +149,7 @@ def export_onnx(teacher: Teacher, out: str | Path, *, student: str | Path | None
     golden, golden_kinds = golden_queries(teacher, seed)
     routing_report = None
     if routed:
-        from .export_routed import routed_model
+        from .exporters.routed import routed_model
 
         files["teacher_routed.onnx"], models["routed"], routing_report = routed_model(
             teacher, router=router, candidates=candidates, seed=seed)

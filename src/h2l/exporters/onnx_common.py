@@ -68,3 +68,12 @@ def serialize(model: onnx.ModelProto, what: str) -> bytes:
 def check(model: onnx.ModelProto) -> None:
     """Run onnx's full checker (shape inference included) on an in-memory model."""
     onnx.checker.check_model(model, full_check=True)
+
+
+def contract(model: onnx.ModelProto) -> dict:
+    """The I/O contract the manifest records: name, dtype and shape (dim names for dynamic axes) per tensor."""
+    def one(vi) -> dict:
+        dims = [d.dim_param if d.dim_param else d.dim_value for d in vi.type.tensor_type.shape.dim]
+        dtype = "int64" if vi.type.tensor_type.elem_type == onnx.TensorProto.INT64 else "float32"
+        return {"name": vi.name, "dtype": dtype, "shape": dims}
+    return {"inputs": [one(v) for v in model.graph.input], "outputs": [one(v) for v in model.graph.output]}

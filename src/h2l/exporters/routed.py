@@ -7,12 +7,12 @@ on the staged bundle, like every other model.
 
 from __future__ import annotations
 
-from .errors import InputError
-from .exporters.onnx_common import check, check_size, serialize
-from .exporters.onnx_routed import ROUTED_FILE, make_routed_model, routed_size
-from .model.routing import make_screen
-from .model.routing_profile import DEFAULT_EPSILON, MAX_AUTO_K, choose_k, profile_queries, teacher_profile
-from .model.teacher import Teacher
+from ..errors import InputError
+from .onnx_common import contract, check, check_size, serialize
+from .onnx_routed import ROUTED_FILE, make_routed_model, routed_size
+from ..model.routing import make_screen
+from ..model.routing_profile import DEFAULT_EPSILON, MAX_AUTO_K, choose_k, profile_queries, teacher_profile
+from ..model.teacher import Teacher
 
 ROUTERS = ("screen", "ivf")
 
@@ -20,7 +20,6 @@ ROUTERS = ("screen", "ivf")
 def routed_model(teacher: Teacher, *, router: str = "screen", candidates: int | None = None,
                  seed: int = 0) -> tuple[bytes, dict, dict]:
     """(file bytes, models.routed manifest entry, reports/routing.json) for ``teacher``."""
-    from .export import contract
 
     if router not in ROUTERS:
         raise InputError(f"unknown router {router!r}", "use --router screen or --router ivf")
@@ -59,10 +58,9 @@ def _ivf_model(teacher: Teacher, candidates: int | None, seed: int) -> tuple[byt
     """k-means groups (≈ √N), 4 probed groups (or enough for --candidates); an estimate, never a bound."""
     import numpy as np
 
-    from .exporters.onnx_routed_ivf import make_ivf_model
-    from .model.routing_ivf import make_ivf
+    from .onnx_routed_ivf import make_ivf_model
+    from ..model.routing_ivf import make_ivf
 
-    from .export import contract
 
     check_size(routed_size(teacher.n_heads, teacher.dim) + 4096, ROUTED_FILE)
     index = make_ivf(teacher.keys, teacher.answers, seed=seed)
