@@ -79,6 +79,7 @@ def write_bytes_atomic(path: Path, data: bytes, mode: int | None = None) -> None
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=parent)
     except OSError as exc:
         raise OutputError(f"cannot write to {parent} ({exc.strerror})", "choose a writable folder") from None
+    lock = os.dup(fd)  # the flock lives on the open file: held through the rename, after fh closes
     try:
         if fcntl is not None:
             fcntl.flock(fd, fcntl.LOCK_EX)  # a concurrent clean_debris leaves a live temp file alone
@@ -93,6 +94,8 @@ def write_bytes_atomic(path: Path, data: bytes, mode: int | None = None) -> None
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    finally:
+        os.close(lock)
 
 
 def write_file(root: Path, rel: str, data: bytes) -> None:

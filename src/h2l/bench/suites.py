@@ -144,8 +144,8 @@ def bench_bundle(root: Path, *, checkpoint: Path | None, providers: set[str], ba
     from ..errors import InputError
     from ..exporters.onnx_teacher import teacher_arrays
 
-    bundle = open_bundle(root)
-    keys, answers = teacher_arrays(bundle.path(bundle.models["teacher"]["file"]))
+    bundle = open_bundle(root, defer_models=True)  # models are hashed on the bytes that are loaded
+    keys, answers = teacher_arrays(bundle.read_verified(bundle.models["teacher"]["file"]))
     t = bundle.manifest["teacher"]
     cents = (keys * t["temperature"]).T
     from ..model.teacher import make_teacher
@@ -174,7 +174,7 @@ def bench_bundle(root: Path, *, checkpoint: Path | None, providers: set[str], ba
             fns[("routed", "ort_screen", "cpu")] = routed_variant(
                 bundle.path(bundle.models["routed"]["file"]).read_bytes(), threads)
         if model is None and "student" in bundle.models:
-            fns[("student", "ort_bundle", "cpu")] = _ort(bundle.path(bundle.models["student"]["file"]).read_bytes(),
+            fns[("student", "ort_bundle", "cpu")] = _ort(bundle.read_verified(bundle.models["student"]["file"]),
                                                           threads)
         timings = run_variants(fns, teacher.dim, batches, quick)
         report = {"schema": BENCH_SCHEMA, "machine": machine_info(threads), "bundle": str(root),
