@@ -8,18 +8,29 @@
 //! # Ok::<(), h2l_runtime::Error>(())
 //! ```
 //!
-//! onnxruntime is loaded at run time from `ORT_DYLIB_PATH` (or [`Bundle::open_with_library`]).
+//! Opening reads the folder through one directory handle ([`folder`]): the manifest (size-capped,
+//! and with a pinned key its signature checked first, [`Bundle::open_verified`]), then each listed
+//! file streamed through sha256; sessions are built from those verified bytes
+//! (`commit_from_memory`), after a protobuf walk refuses external data ([`onnx`]).  Nothing is
+//! reopened by path after it was hashed.
+//!
+//! onnxruntime is loaded at run time from `ORT_DYLIB_PATH` (or [`OpenOptions::library`]).
 //! Thread safety: `Bundle` is `Send + Sync`; each model's session sits behind a `Mutex`
 //! (ort's `Session::run` takes `&mut self`), so concurrent `project` calls on one model
-//! serialise.  For parallel throughput open one `Bundle` per worker thread.
+//! serialise.  For parallel throughput open one `Bundle` per worker thread.  For a service whose
+//! bundle is republished while it runs, see [`reload::Reloader`].
 
 pub mod error;
+pub mod folder;
 pub mod manifest;
 pub mod npy;
+pub mod onnx;
+pub mod reload;
+pub mod signature;
 
-use std::collections::HashSet;
-use std::path::{Component, Path, PathBuf};
-use std::sync::{Mutex, OnceLock};
+use std::collections::{BTreeMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use ort::environment::Environment;
 use ort::session::Session;
@@ -27,7 +38,12 @@ use ort::value::{Tensor, TensorElementType, ValueType};
 use sha2::{Digest, Sha256};
 
 pub use error::{Error, Result};
+pub use folder::safe_path;
 pub use manifest::{Dim, Manifest, TensorSpec};
+pub use reload::Reloader;
+pub use signature::PublicKey;
+
+use folder::{hex, Folder};
 
 static ENV: OnceLock<Environment> = OnceLock::new();
 static ENV_INIT: Mutex<()> = Mutex::new(());
@@ -37,26 +53,29 @@ fn environment(lib: Option<&Path>) -> Result<&'static Environment> {
     if let Some(env) = ENV.get() {
         return Ok(env);
     }
-    let _guard = ENV_INIT.lock().map_err(|_| Error::Runtime("environment lock poisoned".into()))?;
+    let _guard = ENV_INIT.lock().map_err(|_| Error::Poisoned("environment"))?;
     if let Some(env) = ENV.get() {
         return Ok(env);
     }
     let path: PathBuf = match lib {
         Some(p) => p.to_path_buf(),
-        None => std::env::var_os("ORT_DYLIB_PATH")
-            .map(PathBuf::from)
-            .ok_or_else(|| Error::Library { path: "<unset>".into(), reason: "ORT_DYLIB_PATH is not set".into() })?,
+        None => std::env::var_os("ORT_DYLIB_PATH").map(PathBuf::from).ok_or_else(|| Error::Library {
+            path: "<unset>".into(),
+            reason: "ORT_DYLIB_PATH is not set".into(),
+            source: None,
+        })?,
     };
     let shown = path.display().to_string();
     if !path.is_file() {
-        return Err(Error::Library { path: shown, reason: "no such file".into() });
+        return Err(Error::Library { path: shown, reason: "no such file".into(), source: None });
     }
-    let builder = ort::init_from(&path).map_err(|e| Error::Library { path: shown.clone(), reason: e.to_string() })?;
+    let builder = ort::init_from(&path)
+        .map_err(|e| Error::Library { path: shown.clone(), reason: "cannot load the library".into(), source: Some(Box::new(e)) })?;
     let env = builder
         .with_name("h2l")
         .with_telemetry(false)
         .build()
-        .map_err(|e| Error::Library { path: shown, reason: e.to_string() })?;
+        .map_err(|e| Error::Library { path: shown, reason: "cannot create the environment".into(), source: Some(Box::new(e)) })?;
     Ok(ENV.get_or_init(|| env))
 }
 
@@ -91,12 +110,14 @@ impl Model {
             return Err(Error::Input(format!("query {} contains NaN or Inf", i / self.dim)));
         }
         let batch = queries.len() / self.dim;
-        let tensor = Tensor::<f32>::from_array(([batch, self.dim], queries.to_vec()))?;
-        let mut session = self.session.lock().map_err(|_| Error::Runtime("session lock poisoned".into()))?;
-        let outputs = session.run(ort::inputs![self.input.as_str() => tensor])?;
+        let tensor = Tensor::<f32>::from_array(([batch, self.dim], queries.to_vec())).map_err(Error::ort("input tensor"))?;
+        let mut session = self.session.lock().map_err(|_| Error::Poisoned("session"))?;
+        let outputs = session.run(ort::inputs![self.input.as_str() => tensor]).map_err(Error::ort(format!("{} run", self.name)))?;
         let take = |name: &str| -> Result<Vec<f32>> {
-            let value = outputs.get(name).ok_or_else(|| Error::Runtime(format!("output {name} missing")))?;
-            let (_, data) = value.try_extract_tensor::<f32>()?;
+            let value = outputs
+                .get(name)
+                .ok_or_else(|| Error::MissingOutput { model: self.name.clone(), output: name.into() })?;
+            let (_, data) = value.try_extract_tensor::<f32>().map_err(Error::ort(format!("{}.{name}", self.name)))?;
             Ok(data.to_vec())
         };
         let projected = take("projected_embedding")?;
@@ -111,40 +132,126 @@ impl Model {
     pub fn outputs(&self) -> &[String] {
         &self.outputs
     }
+
+    pub fn dim(&self) -> usize {
+        self.dim
+    }
+}
+
+/// How to open a bundle: which onnxruntime library, and which publisher key to require.
+#[derive(Clone, Debug, Default)]
+pub struct OpenOptions {
+    library: Option<PathBuf>,
+    public_key: Option<PublicKey>,
+}
+
+impl OpenOptions {
+    pub fn new() -> Self {
+        Self::default()
+    }
+    /// Load onnxruntime from `path` instead of `ORT_DYLIB_PATH` (the first load per process wins).
+    pub fn library(mut self, path: impl AsRef<Path>) -> Self {
+        self.library = Some(path.as_ref().to_path_buf());
+        self
+    }
+    /// Require manifest.sig by this key; there is no unsigned fallback.
+    pub fn public_key(mut self, key: PublicKey) -> Self {
+        self.public_key = Some(key);
+        self
+    }
+    pub fn key(&self) -> Option<&PublicKey> {
+        self.public_key.as_ref()
+    }
+    pub fn open(&self, dir: impl AsRef<Path>) -> Result<Bundle> {
+        Bundle::open_inner(dir.as_ref(), self)
+    }
 }
 
 /// An opened bundle: manifest read, every file's sha256 checked, sessions opened and contract-checked.
 pub struct Bundle {
     pub root: PathBuf,
     pub manifest: Manifest,
+    manifest_sha256: String,
+    signed_by: Option<String>,
     teacher: Model,
     student: Option<Model>,
+    /// Verified bytes of the non-model files the manifest references (golden data, tokenizer, answers).
+    data: BTreeMap<String, Arc<[u8]>>,
 }
 
 impl Bundle {
     /// Open `dir`, loading onnxruntime from `ORT_DYLIB_PATH`.
     pub fn open(dir: impl AsRef<Path>) -> Result<Bundle> {
-        Self::open_inner(dir.as_ref(), None)
+        OpenOptions::new().open(dir)
     }
 
     /// Open `dir`, loading onnxruntime from `library` (first call per process wins).
     pub fn open_with_library(dir: impl AsRef<Path>, library: impl AsRef<Path>) -> Result<Bundle> {
-        Self::open_inner(dir.as_ref(), Some(library.as_ref()))
+        OpenOptions::new().library(library).open(dir)
     }
 
-    fn open_inner(dir: &Path, lib: Option<&Path>) -> Result<Bundle> {
-        let manifest = read_manifest(dir)?;
-        check_files(dir, &manifest)?;
-        let env = environment(lib)?;
-        let open = |name: &str| -> Result<Option<Model>> {
-            match manifest.models.get(name) {
-                None => Ok(None),
-                Some(entry) => open_model(env, dir, name, entry, manifest.teacher.dim).map(Some),
+    /// Open `dir` only if manifest.sig is a valid signature by `key` over the exact manifest bytes.
+    /// The signature is checked before anything in the manifest is used.
+    pub fn open_verified(dir: impl AsRef<Path>, key: &PublicKey) -> Result<Bundle> {
+        OpenOptions::new().public_key(key.clone()).open(dir)
+    }
+
+    fn open_inner(dir: &Path, opts: &OpenOptions) -> Result<Bundle> {
+        let folder = Folder::open(dir)?;
+        let bytes = folder.read_capped("manifest.json", manifest::MAX_MANIFEST_BYTES)?;
+        let signed_by = match &opts.public_key {
+            None => None,
+            Some(key) => {
+                let sig = match folder.read_capped(signature::SIGNATURE_FILE, signature::MAX_SIGNATURE_BYTES) {
+                    Err(Error::Missing { .. }) => return Err(Error::SignatureMissing),
+                    other => other?,
+                };
+                key.verify(&bytes, &sig)?;
+                Some(key.key_id().to_string())
             }
         };
-        let teacher = open("teacher")?.ok_or_else(|| Error::Manifest("no teacher model".into()))?;
+        let manifest = manifest::parse(&bytes)?;
+        let manifest_sha256 = hex(&Sha256::digest(&bytes));
+        drop(bytes);
+
+        let paths = manifest.files.iter().map(|f| f.path.as_str()).chain(manifest.referenced());
+        if let Some(bad) = paths.into_iter().find(|p| !folder::is_plain(p)) {
+            return Err(Error::UnsafePath(bad.to_string()));
+        }
+        let referenced: HashSet<&str> = manifest.referenced().into_iter().collect();
+        let listed: HashSet<&str> = manifest.files.iter().map(|f| f.path.as_str()).collect();
+        if let Some(rel) = manifest.referenced().into_iter().find(|r| !listed.contains(r)) {
+            return Err(Error::manifest(format!("{rel} is referenced but has no sha256 entry")));
+        }
+        let models: HashSet<&str> = ["teacher", "student"]
+            .iter()
+            .filter_map(|n| manifest.models.get(*n).map(|e| e.file.as_str()))
+            .collect();
+        // Every listed file is streamed through sha256; model bytes go to sessions, referenced data is kept.
+        let mut model_bytes: BTreeMap<String, Vec<u8>> = BTreeMap::new();
+        let mut data = BTreeMap::new();
+        for entry in &manifest.files {
+            let keep = referenced.contains(entry.path.as_str());
+            let got = folder.read_verified(&entry.path, entry.bytes, &entry.sha256, keep)?;
+            if models.contains(entry.path.as_str()) {
+                model_bytes.insert(entry.path.clone(), got);
+            } else if keep {
+                data.insert(entry.path.clone(), Arc::from(got));
+            }
+        }
+        let env = environment(opts.library.as_deref())?;
+        let mut open = |name: &str| -> Result<Option<Model>> {
+            match manifest.models.get(name) {
+                None => Ok(None),
+                Some(entry) => {
+                    let bytes = model_bytes.remove(&entry.file).unwrap_or_default();
+                    open_model(env, name, entry, &bytes, manifest.teacher.dim).map(Some)
+                }
+            }
+        };
+        let teacher = open("teacher")?.ok_or_else(|| Error::manifest("models: no teacher model"))?;
         let student = open("student")?;
-        Ok(Bundle { root: dir.to_path_buf(), manifest, teacher, student })
+        Ok(Bundle { root: dir.to_path_buf(), manifest, manifest_sha256, signed_by, teacher, student, data })
     }
 
     pub fn dim(&self) -> usize {
@@ -163,65 +270,47 @@ impl Bundle {
             _ => None,
         }
     }
+    /// sha256 hex of the exact manifest.json bytes this bundle was opened from: its identity.
+    pub fn manifest_sha256(&self) -> &str {
+        &self.manifest_sha256
+    }
+    /// sha256 of the teacher this bundle was exported from (`manifest.teacher.sha256`).
+    pub fn teacher_sha256(&self) -> &str {
+        &self.manifest.teacher.sha256
+    }
+    /// The key id that signed this bundle, when it was opened with a public key.
+    pub fn signed_by(&self) -> Option<&str> {
+        self.signed_by.as_deref()
+    }
+    /// The verified bytes of a referenced non-model file (golden data, tokenizer, answers).
+    pub fn file(&self, rel: &str) -> Option<Arc<[u8]>> {
+        self.data.get(rel).cloned()
+    }
+    /// Golden inputs `[rows, d]`, from the verified bytes.
+    pub fn golden_inputs(&self) -> Result<npy::Array<f32>> {
+        let rel = &self.manifest.golden.inputs;
+        npy::parse_f32(&self.file(rel).unwrap_or_else(|| Arc::from(Vec::new())), rel)
+    }
+    /// A float32 golden output of `model`, from the verified bytes; None when the manifest has none.
+    pub fn golden_f32(&self, model: &str, output: &str) -> Option<Result<npy::Array<f32>>> {
+        let rel = self.manifest.golden.outputs.get(model)?.get(output)?;
+        Some(npy::parse_f32(&self.file(rel)?, rel))
+    }
     /// A manifest path resolved safely inside the bundle.
     pub fn path(&self, rel: &str) -> Result<PathBuf> {
         safe_path(&self.root, rel)
     }
 }
 
-fn read_manifest(dir: &Path) -> Result<Manifest> {
-    let path = dir.join("manifest.json");
-    let text = std::fs::read_to_string(&path).map_err(|source| Error::Io { path: path.clone(), source })?;
-    let raw: serde_json::Value = serde_json::from_str(&text).map_err(|e| Error::Manifest(e.to_string()))?;
-    let found = raw.get("schema_version").and_then(|v| v.as_u64()).unwrap_or(0);
-    if found != manifest::SCHEMA_VERSION {
-        return Err(Error::SchemaVersion { found, expected: manifest::SCHEMA_VERSION });
-    }
-    serde_json::from_value(raw).map_err(|e| Error::Manifest(e.to_string()))
-}
-
-/// Refuse absolute paths, `..`, and symlinks that leave the bundle.
-pub fn safe_path(root: &Path, rel: &str) -> Result<PathBuf> {
-    // One rule in Python, Rust and Go: '/'-separated parts, none empty, "." or ".."; no '\\'; not absolute.
-    let plain = !rel.starts_with('/') && !rel.contains('\\') && rel.split('/').all(|part| !matches!(part, "" | "." | ".."));
-    let p = Path::new(rel);
-    if !plain || !p.components().all(|c| matches!(c, Component::Normal(_))) {
-        return Err(Error::UnsafePath(rel.to_string()));
-    }
-    let full = root.join(p);
-    if let (Ok(real), Ok(real_root)) = (full.canonicalize(), root.canonicalize()) {
-        if !real.starts_with(&real_root) {
-            return Err(Error::UnsafePath(rel.to_string()));
-        }
-    }
-    Ok(full)
-}
-
-fn check_files(dir: &Path, m: &Manifest) -> Result<()> {
-    let mut listed = HashSet::new();
-    for entry in &m.files {
-        let path = safe_path(dir, &entry.path)?;
-        let bytes = std::fs::read(&path).map_err(|_| Error::Missing(entry.path.clone()))?;
-        let digest: String = Sha256::digest(&bytes).iter().map(|b| format!("{b:02x}")).collect();
-        if bytes.len() as u64 != entry.bytes || digest != entry.sha256 {
-            return Err(Error::Checksum(entry.path.clone()));
-        }
-        listed.insert(entry.path.as_str());
-    }
-    let referenced = m.models.values().map(|e| e.file.as_str()).chain(std::iter::once(m.golden.inputs.as_str()));
-    for rel in referenced.chain(m.golden.outputs.values().flat_map(|o| o.values().map(String::as_str))) {
-        if !listed.contains(rel) {
-            return Err(Error::Manifest(format!("{rel} is referenced but has no sha256 entry")));
-        }
-    }
-    Ok(())
-}
-
 fn spec_of(name: &str, v: &ValueType) -> TensorSpec {
     match v {
         ValueType::Tensor { ty, shape, dimension_symbols } => TensorSpec {
             name: name.to_string(),
-            dtype: if *ty == TensorElementType::Float32 { "float32".into() } else { format!("{ty:?}") },
+            dtype: match ty {
+                TensorElementType::Float32 => "float32".into(),
+                TensorElementType::Int64 => "int64".into(),
+                other => format!("{other:?}"),
+            },
             shape: shape
                 .iter()
                 .zip(dimension_symbols.iter())
@@ -232,13 +321,21 @@ fn spec_of(name: &str, v: &ValueType) -> TensorSpec {
     }
 }
 
-fn open_model(env: &Environment, dir: &Path, name: &str, entry: &manifest::ModelEntry, dim: usize) -> Result<Model> {
-    let path = safe_path(dir, &entry.file)?;
-    let session = Session::builder(env)?
+/// Build a session from verified bytes, after the protobuf walk, and check its I/O against the manifest.
+fn session_from_bytes(env: &Environment, name: &str, file: &str, bytes: &[u8]) -> Result<Session> {
+    onnx::check_model(bytes).map_err(|p| match p {
+        onnx::Problem::External { tensor, location } => Error::ExternalData { model: name.into(), tensor, location },
+        onnx::Problem::Malformed(detail) => Error::Onnx { model: name.into(), file: file.into(), detail },
+    })?;
+    Session::builder(env)
+        .map_err(Error::ort("session builder"))?
         .with_intra_threads(1)?
         .with_inter_threads(1)?
-        .commit_from_file(&path)
-        .map_err(|e| Error::Runtime(format!("{}: {e}", entry.file)))?;
+        .commit_from_memory(bytes)
+        .map_err(|e| Error::Onnx { model: name.into(), file: file.into(), detail: e.to_string() })
+}
+
+fn check_contract(session: &Session, name: &str, entry: &manifest::ModelEntry) -> Result<(Vec<TensorSpec>, Vec<TensorSpec>)> {
     let inputs: Vec<TensorSpec> = session.inputs().iter().map(|o| spec_of(o.name(), o.dtype())).collect();
     let outputs: Vec<TensorSpec> = session.outputs().iter().map(|o| spec_of(o.name(), o.dtype())).collect();
     for (side, got, want) in [("inputs", &inputs, &entry.inputs), ("outputs", &outputs, &entry.outputs)] {
@@ -246,11 +343,17 @@ fn open_model(env: &Environment, dir: &Path, name: &str, entry: &manifest::Model
             return Err(Error::Contract { model: name.into(), detail: format!("{side}: session {got:?} != manifest {want:?}") });
         }
     }
+    Ok((inputs, outputs))
+}
+
+fn open_model(env: &Environment, name: &str, entry: &manifest::ModelEntry, bytes: &[u8], dim: usize) -> Result<Model> {
+    let session = session_from_bytes(env, name, &entry.file, bytes)?;
+    let (inputs, outputs) = check_contract(&session, name, entry)?;
     let contract = |detail: String| Error::Contract { model: name.into(), detail };
     if inputs.len() != 1 || !outputs.iter().any(|o| o.name == "projected_embedding") {
         return Err(contract("expected one input and a projected_embedding output".into()));
     }
-    if dim == 0 || inputs[0].shape.last() != Some(&Dim::Fixed(dim as i64)) {
+    if inputs[0].shape.last() != Some(&Dim::Fixed(dim as i64)) {
         return Err(contract(format!("input shape {:?} does not end in the manifest's d = {dim}", inputs[0].shape)));
     }
     Ok(Model {
