@@ -1,68 +1,124 @@
-//! h2l-rs: smoke-run and time a bundle from Rust.
+//! h2l-rs: smoke-run and time a bundle from Rust.  Output is JSON, one object per line.
 //!
-//!   h2l-rs BUNDLE                 run every golden vector, print the max abs diff per model/output
-//!   h2l-rs BUNDLE --bench N       also time N single-query and N batch-32 calls per model (JSON lines)
+//!   h2l-rs [--public-key KEY.pub] BUNDLE             run every golden vector: one line per model/output
+//!   h2l-rs [--public-key KEY.pub] BUNDLE --bench N   also time N single-query and N batch-32 calls per model
+//!
+//! Exit codes (h2l's): 0 ok, 2 usage, 3 input, 5 integrity (hash, signature, hostile bundle),
+//! 6 parity (a golden output differs), 7 onnxruntime, 8 missing onnxruntime library.
 
 use std::process::ExitCode;
 use std::time::Instant;
 
-use h2l_runtime::{npy, Bundle};
+use h2l_runtime::{Error, OpenOptions, PublicKey};
+use serde_json::json;
 
-fn run() -> Result<bool, Box<dyn std::error::Error>> {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let dir = args.first().ok_or("usage: h2l-rs BUNDLE [--bench N]")?;
-    let bench: usize = match args.iter().position(|a| a == "--bench") {
-        Some(i) => args.get(i + 1).ok_or("--bench needs N")?.parse()?,
-        None => 0,
-    };
-    let bundle = Bundle::open(dir)?;
-    let (shape, inputs) = npy::read_f32(&bundle.path(&bundle.manifest.golden.inputs)?)?;
-    let d = bundle.dim();
-    println!("opened {dir}: N = {}, d = {d}, {} golden queries", bundle.manifest.teacher.n_heads, shape[0]);
-    let mut ok = true;
-    for (name, outs) in &bundle.manifest.golden.outputs {
-        let model = bundle.model(name).ok_or("golden output for a model that is not in the bundle")?;
-        let got = model.project(&inputs)?;
-        for (out, rel) in outs {
-            let (_, want) = npy::read_f32(&bundle.path(rel)?)?;
-            let have = if out == "routing_weights" { got.routing_weights.clone().unwrap_or_default() } else { got.projected.clone() };
-            let diff = have.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
-            let pass = have.len() == want.len() && (diff as f64) <= bundle.manifest.golden.atol;
-            ok &= pass;
-            println!("{name}.{out}: max abs diff {diff:.3e} {}", if pass { "ok" } else { "FAIL" });
+const USAGE: &str = "usage: h2l-rs [--public-key KEY.pub] BUNDLE [--bench N]";
+
+enum Failure {
+    Usage(String),
+    Bundle(Error),
+}
+
+impl From<Error> for Failure {
+    fn from(e: Error) -> Self {
+        Failure::Bundle(e)
+    }
+}
+
+struct Args {
+    dir: String,
+    bench: usize,
+    public_key: Option<String>,
+}
+
+fn parse_args(args: &[String]) -> Result<Args, Failure> {
+    let usage = |why: &str| Failure::Usage(format!("{why}. fix: {USAGE}"));
+    let (mut dir, mut bench, mut public_key) = (None, 0usize, None);
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--bench" => {
+                let n = it.next().ok_or_else(|| usage("--bench needs N"))?;
+                bench = n.parse().map_err(|_| usage(&format!("--bench N must be a whole number, not {n:?}")))?;
+            }
+            "--public-key" => public_key = Some(it.next().ok_or_else(|| usage("--public-key needs KEY.pub"))?.clone()),
+            "-h" | "--help" => return Err(Failure::Usage(USAGE.into())),
+            s if s.starts_with('-') => return Err(usage(&format!("unknown option {s}"))),
+            s if dir.is_none() => dir = Some(s.to_string()),
+            s => return Err(usage(&format!("unexpected argument {s:?}"))),
         }
     }
-    for name in ["teacher", "student"] {
+    Ok(Args { dir: dir.ok_or_else(|| usage("no BUNDLE given"))?, bench, public_key })
+}
+
+fn run(args: &[String]) -> Result<bool, Failure> {
+    let args = parse_args(args)?;
+    let mut options = OpenOptions::new();
+    if let Some(k) = &args.public_key {
+        options = options.public_key(PublicKey::from_pem_file(k)?);
+    }
+    let bundle = options.open(&args.dir)?;
+    let inputs = bundle.golden_inputs()?;
+    let d = bundle.dim();
+    let rows = inputs.shape.first().copied().unwrap_or(0);
+    println!(
+        "{}",
+        json!({"opened": args.dir, "n_heads": bundle.manifest.teacher.n_heads, "dim": d, "golden_rows": rows,
+               "teacher_sha256": bundle.teacher_sha256(), "signed_by": bundle.signed_by()})
+    );
+    let atol = bundle.manifest.golden.atol;
+    let mut ok = true;
+    for (name, outs) in &bundle.manifest.golden.outputs {
         let Some(model) = bundle.model(name) else { continue };
-        for batch in [1usize, 32] {
-            if bench == 0 {
-                break;
-            }
-            let q: Vec<f32> = (0..batch).flat_map(|i| inputs[(i % shape[0]) * d..(i % shape[0] + 1) * d].to_vec()).collect();
-            for _ in 0..bench.min(50) {
-                model.project(&q)?;
-            }
-            let mut times: Vec<f64> = (0..bench)
-                .map(|_| {
+        let got = model.project(&inputs.data)?;
+        for out in outs.keys() {
+            let Some(want) = bundle.golden_f32(name, out) else { continue };
+            let want = want?;
+            let have = if out == "routing_weights" { got.routing_weights.clone().unwrap_or_default() } else { got.projected.clone() };
+            let diff = have.iter().zip(&want.data).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+            let pass = have.len() == want.data.len() && (diff as f64) <= atol;
+            ok &= pass;
+            println!("{}", json!({"model": name, "output": out, "max_abs_diff": diff, "atol": atol, "pass": pass}));
+        }
+    }
+    if args.bench > 0 && rows > 0 {
+        for name in ["teacher", "student"] {
+            let Some(model) = bundle.model(name) else { continue };
+            for batch in [1usize, 32] {
+                let q: Vec<f32> = (0..batch).flat_map(|i| inputs.data[(i % rows) * d..(i % rows + 1) * d].to_vec()).collect();
+                for _ in 0..args.bench.min(50) {
+                    model.project(&q)?;
+                }
+                let mut times = Vec::with_capacity(args.bench);
+                for _ in 0..args.bench {
                     let t = Instant::now();
-                    model.project(&q).map(|_| t.elapsed().as_secs_f64() * 1e6)
-                })
-                .collect::<Result<_, _>>()?;
-            times.sort_by(|a, b| a.partial_cmp(b).unwrap());
-            let p50 = times[times.len() / 2];
-            println!("{{\"runtime\": \"rust\", \"model\": \"{name}\", \"batch\": {batch}, \"p50_us\": {p50:.2}, \"per_query_us\": {:.3}}}", p50 / batch as f64);
+                    model.project(&q)?;
+                    times.push(t.elapsed().as_secs_f64() * 1e6);
+                }
+                times.sort_by(f64::total_cmp);
+                let p50 = times[times.len() / 2];
+                println!(
+                    "{}",
+                    json!({"runtime": "rust", "model": name, "batch": batch, "p50_us": p50, "per_query_us": p50 / batch as f64})
+                );
+            }
         }
     }
     Ok(ok)
 }
 
 fn main() -> ExitCode {
-    match run() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match run(&args) {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::from(6),
-        Err(e) => {
+        Err(Failure::Usage(msg)) => {
+            eprintln!("error: {msg}");
+            ExitCode::from(2)
+        }
+        Err(Failure::Bundle(e)) => {
             eprintln!("error: {e}");
-            ExitCode::from(5)
+            ExitCode::from(e.exit_code())
         }
     }
 }
