@@ -136,3 +136,51 @@ pub fn sign(dir: &Path, seed: u8) {
     let m = std::fs::read(dir.join("manifest.json")).unwrap();
     std::fs::write(dir.join("manifest.sig"), h2l_runtime::signature::sign(&signing_key(seed), &m)).unwrap();
 }
+
+/// Republish `src` at `live` the way `h2l export --force` does: build a staging copy beside it, then
+/// either rename the old folder aside, rename the new one in and delete the old (`exchange = false`),
+/// or swap the two atomically with renameat2(RENAME_EXCHANGE) and delete the old (`exchange = true`).
+pub fn publish(live: &Path, src: &Path, tag: &str, exchange: bool) {
+    let parent = live.parent().unwrap();
+    let name = live.file_name().unwrap().to_str().unwrap();
+    let stage = parent.join(format!(".{name}.{tag}.partial"));
+    let aside = parent.join(format!(".{name}.{tag}.old"));
+    copy_dir(src, &stage);
+    if !live.exists() {
+        std::fs::rename(&stage, live).unwrap();
+        return;
+    }
+    if exchange {
+        rename_exchange(&stage, live);
+        std::fs::rename(&stage, &aside).unwrap();
+    } else {
+        std::fs::rename(live, &aside).unwrap();
+        std::fs::rename(&stage, live).unwrap();
+    }
+    std::fs::remove_dir_all(&aside).unwrap();
+}
+
+#[cfg(target_os = "linux")]
+fn rename_exchange(a: &Path, b: &Path) {
+    use std::ffi::CString;
+    use std::os::unix::ffi::OsStrExt;
+    let (ca, cb) = (CString::new(a.as_os_str().as_bytes()).unwrap(), CString::new(b.as_os_str().as_bytes()).unwrap());
+    // SAFETY: two NUL-terminated paths; AT_FDCWD.
+    let rc = unsafe { libc::renameat2(libc::AT_FDCWD, ca.as_ptr(), libc::AT_FDCWD, cb.as_ptr(), libc::RENAME_EXCHANGE) };
+    assert_eq!(rc, 0, "renameat2: {}", std::io::Error::last_os_error());
+}
+
+#[cfg(not(target_os = "linux"))]
+fn rename_exchange(a: &Path, b: &Path) {
+    let tmp = b.with_extension("swap");
+    std::fs::rename(b, &tmp).unwrap();
+    std::fs::rename(a, b).unwrap();
+    std::fs::rename(&tmp, a).unwrap();
+}
+
+/// p-th percentile (0..=100) of unsorted samples.
+pub fn percentile(samples: &mut [f64], p: f64) -> f64 {
+    samples.sort_by(f64::total_cmp);
+    let i = ((p / 100.0) * (samples.len() - 1) as f64).round() as usize;
+    samples[i]
+}
