@@ -1,11 +1,14 @@
 //! h2l-rs: smoke-run and time a bundle from Rust.  Output is JSON, one object per line.
 //!
 //!   h2l-rs [--public-key KEY.pub] BUNDLE             run every golden vector: one line per model/output
-//!   h2l-rs [--public-key KEY.pub] BUNDLE --bench N   also time N single-query and N batch-32 calls per model
+//!   h2l-rs [--public-key KEY.pub] BUNDLE --bench N   time N single-query and N batch-32 calls per model:
+//!                                                    one line per model/batch on stdout; the golden lines
+//!                                                    go to stderr (scripts/runtime_latency.py reads stdout)
 //!
 //! Exit codes (h2l's): 0 ok, 2 usage, 3 input, 5 integrity (hash, signature, hostile bundle),
 //! 6 parity (a golden output differs), 7 onnxruntime, 8 missing onnxruntime library.
 
+use std::io::Write;
 use std::process::ExitCode;
 use std::time::Instant;
 
@@ -61,11 +64,11 @@ fn run(args: &[String]) -> Result<bool, Failure> {
     let inputs = bundle.golden_inputs()?;
     let d = bundle.dim();
     let rows = inputs.shape.first().copied().unwrap_or(0);
-    println!(
-        "{}",
+    let bench = args.bench > 0;
+    let emit = |line: serde_json::Value| if bench { eprintln!("{line}") } else { say(&line) };
+    emit(
         json!({"opened": args.dir, "n_heads": bundle.manifest.teacher.n_heads, "dim": d, "golden_rows": rows,
-               "teacher_sha256": bundle.teacher_sha256(), "signed_by": bundle.signed_by()})
-    );
+               "teacher_sha256": bundle.teacher_sha256(), "signed_by": bundle.signed_by()}));
     let atol = bundle.manifest.golden.atol;
     let mut ok = true;
     for (name, outs) in &bundle.manifest.golden.outputs {
@@ -78,10 +81,10 @@ fn run(args: &[String]) -> Result<bool, Failure> {
             let diff = have.iter().zip(&want.data).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
             let pass = have.len() == want.data.len() && (diff as f64) <= atol;
             ok &= pass;
-            println!("{}", json!({"model": name, "output": out, "max_abs_diff": diff, "atol": atol, "pass": pass}));
+            emit(json!({"model": name, "output": out, "max_abs_diff": diff, "atol": atol, "pass": pass}));
         }
     }
-    if args.bench > 0 && rows > 0 {
+    if bench && rows > 0 {
         for name in ["teacher", "student"] {
             let Some(model) = bundle.model(name) else { continue };
             for batch in [1usize, 32] {
@@ -97,14 +100,16 @@ fn run(args: &[String]) -> Result<bool, Failure> {
                 }
                 times.sort_by(f64::total_cmp);
                 let p50 = times[times.len() / 2];
-                println!(
-                    "{}",
-                    json!({"runtime": "rust", "model": name, "batch": batch, "p50_us": p50, "per_query_us": p50 / batch as f64})
-                );
+                say(&json!({"runtime": "rust", "model": name, "batch": batch, "p50_us": p50, "per_query_us": p50 / batch as f64}));
             }
         }
     }
     Ok(ok)
+}
+
+/// One JSON line on stdout; a closed pipe (`h2l-rs B | head -1`) is not an error worth a panic.
+fn say(line: &serde_json::Value) {
+    let _ = writeln!(std::io::stdout().lock(), "{line}");
 }
 
 fn main() -> ExitCode {
