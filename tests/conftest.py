@@ -108,6 +108,18 @@ def rt_bundle_b(tmp_path_factory) -> Path:
     return _make_bundle(tmp_path_factory.mktemp("rt_b"), 14, 6)
 
 
+@pytest.fixture(scope="session")
+def rt_bundle_routed(rt_bundle, tmp_path_factory) -> Path:
+    """H2L_BUNDLE's teacher with a routed teacher, K = 3 of 10 so the bound is not always 0 (H2L_BUNDLE_ROUTED)."""
+    from h2l.cli import app
+
+    out = tmp_path_factory.mktemp("rt_routed") / "bundle"
+    res = CliRunner().invoke(app, ["export", "--teacher", str(rt_bundle.parent / "t.npz"), "--out", str(out),
+                                   "--routed", "--candidates", "3"])
+    assert res.exit_code == 0, res.output
+    return out
+
+
 def run_tool(cmd, cwd, bundle, check=True, **env):
     """Run a cargo/go command with H2L_BUNDLE and ORT_DYLIB_PATH set; the runner's exit status decides."""
     from h2l.runtime.sessions import library_path

@@ -13,9 +13,10 @@ from conftest import RUST, need, run_tool, tampered
 pytestmark = [pytest.mark.runtimes, pytest.mark.slow]
 
 
-def test_rust_cargo_test_and_cli(rt_bundle, rt_bundle_b, tmp_path):
+def test_rust_cargo_test_and_cli(rt_bundle, rt_bundle_b, rt_bundle_routed, tmp_path):
     cargo = need("cargo")
-    p = run_tool([cargo, "test", "--release", "--", "--nocapture"], RUST, rt_bundle, H2L_BUNDLE_B=str(rt_bundle_b))
+    p = run_tool([cargo, "test", "--release", "--", "--nocapture"], RUST, rt_bundle, H2L_BUNDLE_B=str(rt_bundle_b),
+                 H2L_BUNDLE_ROUTED=str(rt_bundle_routed))
     assert "skipped" not in p.stdout + p.stderr, "a Rust test skipped although both bundles were given"
     h2l_rs = [cargo, "run", "--release", "-q", "--bin", "h2l-rs", "--"]
     p = run_tool([*h2l_rs, str(rt_bundle)], RUST, rt_bundle)
@@ -24,6 +25,10 @@ def test_rust_cargo_test_and_cli(rt_bundle, rt_bundle_b, tmp_path):
     assert lines[0]["n_heads"] == 10 and {(c["model"], c["output"]) for c in checks} >= {
         ("teacher", "projected_embedding"), ("student", "projected_embedding")}
     assert all(c["pass"] for c in checks)
+    p = run_tool([*h2l_rs, str(rt_bundle_routed)], RUST, rt_bundle)
+    routed = [json.loads(line) for line in p.stdout.splitlines() if '"routed"' in line]
+    assert {c["output"] for c in routed} == {"projected_embedding", "top_heads", "top_weights", "neglected_mass_bound"}
+    assert all(c["pass"] for c in routed)
     bad = run_tool([*h2l_rs, str(tampered(rt_bundle, tmp_path))], RUST, rt_bundle, check=False)
     assert bad.returncode == 5 and "student.onnx fails its sha256 check" in bad.stderr
     usage = run_tool([*h2l_rs, "--bench"], RUST, rt_bundle, check=False)

@@ -79,21 +79,75 @@ fn environment(lib: Option<&Path>) -> Result<&'static Environment> {
     Ok(ENV.get_or_init(|| env))
 }
 
-/// One model of the bundle (teacher or student) with its checked session.
+/// One model of the bundle (teacher, student or routed teacher) with its checked session.
 pub struct Model {
     pub name: String,
     dim: usize,
     input: String,
     outputs: Vec<String>,
+    routed: Option<RoutedInfo>,
     session: Mutex<Session>,
 }
 
-/// The result of projecting a batch: row-major `[batch, dim]` (and `[batch, n_heads]` for the teacher).
+/// Whether a routed teacher's neglected mass is a proven bound (`screen`) or an estimate (`ivf`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BoundKind {
+    Proven,
+    Estimate,
+}
+
+/// What the manifest says about a routed teacher (`models.routed`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct RoutedInfo {
+    /// "screen" or "ivf".
+    pub router: String,
+    /// K: heads scored exactly per query.
+    pub candidates: usize,
+    pub bound: BoundKind,
+    /// `neglected_mass_bound` (proven) or `neglected_mass_estimate`.
+    pub mass_output: String,
+}
+
+/// The routed teacher's extra outputs for a batch.
+#[derive(Debug, Clone)]
+pub struct Routed {
+    /// K per row.
+    pub k: usize,
+    /// `[batch, K]`: the heads scored exactly.
+    pub top_heads: Vec<i64>,
+    /// `[batch, K]`: their weights.
+    pub top_weights: Vec<f32>,
+    /// `[batch]`: the flat teacher's softmax mass outside `top_heads` (a proven upper bound when
+    /// `bound` is `Proven`).  ‖routed − flat‖ ≤ 2 · mass · max‖a‖.
+    pub neglected_mass: Vec<f32>,
+    pub bound: BoundKind,
+}
+
+/// The result of projecting a batch: row-major `[batch, dim]` (and `[batch, n_heads]` for the flat
+/// teacher's routing weights, the routed outputs for the routed teacher).
 #[derive(Debug, Clone)]
 pub struct Projection {
     pub batch: usize,
     pub projected: Vec<f32>,
     pub routing_weights: Option<Vec<f32>>,
+    pub routed: Option<Routed>,
+}
+
+/// Which model answered a row of [`Bundle::project_within`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    Routed,
+    Flat,
+}
+
+/// [`Bundle::project_within`]'s answer: per row, the projection and who made it.
+#[derive(Debug, Clone)]
+pub struct BoundedProjection {
+    pub batch: usize,
+    pub projected: Vec<f32>,
+    pub source: Vec<Source>,
+    /// The routed teacher's neglected mass per row (also for rows the flat teacher then answered).
+    pub neglected_mass: Vec<f32>,
 }
 
 impl Model {
@@ -126,7 +180,28 @@ impl Model {
         } else {
             None
         };
-        Ok(Projection { batch, projected, routing_weights })
+        let routed = match &self.routed {
+            None => None,
+            Some(info) => {
+                let heads = outputs
+                    .get("top_heads")
+                    .ok_or_else(|| Error::MissingOutput { model: self.name.clone(), output: "top_heads".into() })?;
+                let (_, heads) = heads.try_extract_tensor::<i64>().map_err(Error::ort(format!("{}.top_heads", self.name)))?;
+                Some(Routed {
+                    k: info.candidates,
+                    top_heads: heads.to_vec(),
+                    top_weights: take("top_weights")?,
+                    neglected_mass: take(&info.mass_output)?,
+                    bound: info.bound,
+                })
+            }
+        };
+        Ok(Projection { batch, projected, routing_weights, routed })
+    }
+
+    /// For a routed teacher: its router, K and whether its mass is a proven bound.
+    pub fn routed_info(&self) -> Option<&RoutedInfo> {
+        self.routed.as_ref()
     }
 
     pub fn outputs(&self) -> &[String] {
@@ -175,6 +250,7 @@ pub struct Bundle {
     signed_by: Option<String>,
     teacher: Model,
     student: Option<Model>,
+    routed: Option<Model>,
     /// Verified bytes of the non-model files the manifest references (golden data, tokenizer, answers).
     data: BTreeMap<String, Arc<[u8]>>,
 }
@@ -223,7 +299,7 @@ impl Bundle {
         if let Some(rel) = manifest.referenced().into_iter().find(|r| !listed.contains(r)) {
             return Err(Error::manifest(format!("{rel} is referenced but has no sha256 entry")));
         }
-        let models: HashSet<&str> = ["teacher", "student"]
+        let models: HashSet<&str> = ["teacher", "student", "routed"]
             .iter()
             .filter_map(|n| manifest.models.get(*n).map(|e| e.file.as_str()))
             .collect();
@@ -251,7 +327,8 @@ impl Bundle {
         };
         let teacher = open("teacher")?.ok_or_else(|| Error::manifest("models: no teacher model"))?;
         let student = open("student")?;
-        Ok(Bundle { root: dir.to_path_buf(), manifest, manifest_sha256, signed_by, teacher, student, data })
+        let routed = open("routed")?;
+        Ok(Bundle { root: dir.to_path_buf(), manifest, manifest_sha256, signed_by, teacher, student, routed, data })
     }
 
     pub fn dim(&self) -> usize {
@@ -263,12 +340,47 @@ impl Bundle {
     pub fn student(&self) -> Option<&Model> {
         self.student.as_ref()
     }
+    /// The routed teacher (`teacher_routed.onnx`), when the bundle has one.
+    pub fn routed(&self) -> Option<&Model> {
+        self.routed.as_ref()
+    }
     pub fn model(&self, name: &str) -> Option<&Model> {
         match name {
             "teacher" => Some(&self.teacher),
             "student" => self.student.as_ref(),
+            "routed" => self.routed.as_ref(),
             _ => None,
         }
+    }
+
+    /// Project with the routed teacher, and answer with the flat teacher every row whose neglected
+    /// mass exceeds `tolerance` (or whose mass is only an estimate, unless `trust_estimate`).
+    /// Without a routed teacher every row is the flat teacher's.  The flat rows go in one batch.
+    pub fn project_within(&self, queries: &[f32], tolerance: f32, trust_estimate: bool) -> Result<BoundedProjection> {
+        let d = self.dim();
+        let Some(routed) = &self.routed else {
+            let flat = self.teacher.project(queries)?;
+            let batch = flat.batch;
+            return Ok(BoundedProjection { batch, projected: flat.projected, source: vec![Source::Flat; batch], neglected_mass: vec![0.0; batch] });
+        };
+        let out = routed.project(queries)?;
+        let r = out.routed.ok_or_else(|| Error::MissingOutput { model: routed.name.clone(), output: "routed outputs".into() })?;
+        let trusted = r.bound == BoundKind::Proven || trust_estimate;
+        let source: Vec<Source> = r
+            .neglected_mass
+            .iter()
+            .map(|&m| if trusted && m <= tolerance { Source::Routed } else { Source::Flat })
+            .collect();
+        let mut projected = out.projected;
+        let flat_rows: Vec<usize> = (0..out.batch).filter(|&i| source[i] == Source::Flat).collect();
+        if !flat_rows.is_empty() {
+            let q: Vec<f32> = flat_rows.iter().flat_map(|&i| queries[i * d..(i + 1) * d].iter().copied()).collect();
+            let flat = self.teacher.project(&q)?;
+            for (j, &i) in flat_rows.iter().enumerate() {
+                projected[i * d..(i + 1) * d].copy_from_slice(&flat.projected[j * d..(j + 1) * d]);
+            }
+        }
+        Ok(BoundedProjection { batch: out.batch, projected, source, neglected_mass: r.neglected_mass })
     }
     /// sha256 hex of the exact manifest.json bytes this bundle was opened from: its identity.
     pub fn manifest_sha256(&self) -> &str {
@@ -295,6 +407,11 @@ impl Bundle {
     pub fn golden_f32(&self, model: &str, output: &str) -> Option<Result<npy::Array<f32>>> {
         let rel = self.manifest.golden.outputs.get(model)?.get(output)?;
         Some(npy::parse_f32(&self.file(rel)?, rel))
+    }
+    /// An int64 golden output of `model` (the routed teacher's `top_heads`), from the verified bytes.
+    pub fn golden_i64(&self, model: &str, output: &str) -> Option<Result<npy::Array<i64>>> {
+        let rel = self.manifest.golden.outputs.get(model)?.get(output)?;
+        Some(npy::parse_i64(&self.file(rel)?, rel))
     }
     /// A manifest path resolved safely inside the bundle.
     pub fn path(&self, rel: &str) -> Result<PathBuf> {
@@ -356,11 +473,35 @@ fn open_model(env: &Environment, name: &str, entry: &manifest::ModelEntry, bytes
     if inputs[0].shape.last() != Some(&Dim::Fixed(dim as i64)) {
         return Err(contract(format!("input shape {:?} does not end in the manifest's d = {dim}", inputs[0].shape)));
     }
+    let routed = if name == "routed" { Some(routed_info(entry, &outputs).map_err(contract)?) } else { None };
     Ok(Model {
         name: name.to_string(),
         dim,
         input: inputs[0].name.clone(),
         outputs: outputs.iter().map(|o| o.name.clone()).collect(),
+        routed,
         session: Mutex::new(session),
     })
+}
+
+/// Check the routed teacher's contract: top_heads int64 [batch, K], top_weights, and the mass output
+/// its `bound` names ("proven": neglected_mass_bound, "estimate": neglected_mass_estimate).
+fn routed_info(entry: &manifest::ModelEntry, outputs: &[TensorSpec]) -> std::result::Result<RoutedInfo, String> {
+    if entry.role != "routed_teacher" {
+        return Err(format!("models.routed has role {:?}, expected \"routed_teacher\"", entry.role));
+    }
+    let (bound, mass_output) = match entry.bound.as_deref() {
+        Some("proven") => (BoundKind::Proven, "neglected_mass_bound"),
+        Some("estimate") => (BoundKind::Estimate, "neglected_mass_estimate"),
+        other => return Err(format!("models.routed.bound is {other:?}, expected \"proven\" or \"estimate\"")),
+    };
+    let candidates = entry.candidates.filter(|&k| k > 0).ok_or("models.routed.candidates is missing or 0")?;
+    let find = |n: &str| outputs.iter().find(|o| o.name == n);
+    let heads = find("top_heads").ok_or("no top_heads output")?;
+    if heads.dtype != "int64" || heads.shape.last() != Some(&Dim::Fixed(candidates as i64)) {
+        return Err(format!("top_heads is {} {:?}, expected int64 [batch, {candidates}]", heads.dtype, heads.shape));
+    }
+    find("top_weights").ok_or("no top_weights output")?;
+    find(mass_output).ok_or_else(|| format!("no {mass_output} output for bound {:?}", entry.bound))?;
+    Ok(RoutedInfo { router: entry.router.clone().unwrap_or_default(), candidates, bound, mass_output: mass_output.into() })
 }
