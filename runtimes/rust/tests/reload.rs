@@ -106,13 +106,15 @@ fn load_test_50_republishes_under_k_workers() {
 
     let workers: usize = std::env::var("H2L_RELOAD_WORKERS").ok().and_then(|s| s.parse().ok()).unwrap_or(4);
     let stop = Arc::new(AtomicBool::new(false));
+    let publishing = Arc::new(AtomicBool::new(false));
     let (errors, mixed) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
     let handles: Vec<_> = (0..workers)
         .map(|w| {
             let (reloader, versions, stop) = (Arc::clone(&reloader), Arc::clone(&versions), Arc::clone(&stop));
+            let publishing = Arc::clone(&publishing);
             let (errors, mixed) = (Arc::clone(&errors), Arc::clone(&mixed));
             std::thread::spawn(move || {
-                let mut lat = Vec::new();
+                let (mut lat, mut quiet) = (Vec::new(), Vec::new());
                 let mut seen: HashMap<String, u64> = HashMap::new();
                 let mut k = w;
                 while !stop.load(Ordering::Relaxed) {
@@ -135,7 +137,8 @@ fn load_test_50_republishes_under_k_workers() {
                             errors.fetch_add(1, Ordering::Relaxed);
                         }
                         Ok(out) => {
-                            lat.push(t.elapsed().as_secs_f64() * 1e6);
+                            let us = t.elapsed().as_secs_f64() * 1e6;
+                            if publishing.load(Ordering::Relaxed) { lat.push(us) } else { quiet.push(us) }
                             let diff = out.projected.iter().zip(&want[r * d..(r + 1) * d]).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max);
                             if diff > v.atol {
                                 mixed.fetch_add(1, Ordering::Relaxed);
@@ -144,12 +147,14 @@ fn load_test_50_republishes_under_k_workers() {
                         }
                     }
                 }
-                (lat, seen)
+                (lat, quiet, seen)
             })
         })
         .collect();
 
     let sources = [(&a, version(&a).0), (&b, version(&b).0)];
+    std::thread::sleep(Duration::from_millis(500)); // a quiet phase: the same workers, no republishing
+    publishing.store(true, Ordering::Relaxed);
     let started = Instant::now();
     for i in 0..50 {
         let (src, sha) = &sources[(i + 1) % 2];
@@ -159,11 +164,12 @@ fn load_test_50_republishes_under_k_workers() {
     }
     let elapsed = started.elapsed().as_secs_f64();
     stop.store(true, Ordering::Relaxed);
-    let mut lat = Vec::new();
+    let (mut lat, mut quiet) = (Vec::new(), Vec::new());
     let mut seen: HashMap<String, u64> = HashMap::new();
     for h in handles {
-        let (l, s) = h.join().unwrap();
+        let (l, q, s) = h.join().unwrap();
         lat.extend(l);
+        quiet.extend(q);
         for (k, n) in s {
             *seen.entry(k).or_default() += n;
         }
@@ -172,10 +178,12 @@ fn load_test_50_republishes_under_k_workers() {
     let (failures, last) = reloader.failures();
     let answers = lat.len();
     let (p50, p99) = (percentile(&mut lat, 50.0), percentile(&mut lat, 99.0));
+    let (q50, q99) = (percentile(&mut quiet, 50.0), percentile(&mut quiet, 99.0));
     println!(
         "{}",
         serde_json::json!({"test": "rust_reload_load", "workers": workers, "republishes": 50, "answers": answers,
-            "seconds": elapsed, "p50_us": p50, "p99_us": p99, "max_us": lat.last(), "swaps": reloader.swaps(),
+            "seconds": elapsed, "p50_us": p50, "p99_us": p99, "max_us": lat.last(),
+            "quiet": {"answers": quiet.len(), "p50_us": q50, "p99_us": q99}, "swaps": reloader.swaps(),
             "reload_failures": failures, "answers_per_version": seen})
     );
     assert_eq!(errors.load(Ordering::Relaxed), 0, "requests failed");
