@@ -60,6 +60,10 @@ pub enum Error {
     SignatureMalformed(String),
     #[error("cannot use public key {path}: {reason} (expected a PEM \"PUBLIC KEY\" ed25519 file from `h2l keygen`)")]
     PublicKey { path: String, reason: String },
+    #[error("tokenizer: {0}")]
+    Tokenizer(String),
+    #[error("bundle has no {0}: it takes query embeddings, not text (re-export it with `h2l export --with-encoder`)")]
+    NoEncoder(&'static str),
     #[error("{path}: {reason}")]
     Npy { path: String, reason: String },
     #[error("bad input: {0}")]
@@ -90,7 +94,7 @@ impl Error {
     pub fn exit_code(&self) -> u8 {
         match self {
             Error::Library { .. } => 8,
-            Error::Io { .. } | Error::Input(_) | Error::Npy { .. } | Error::PublicKey { .. } => 3,
+            Error::Io { .. } | Error::Input(_) | Error::Npy { .. } | Error::PublicKey { .. } | Error::NoEncoder(_) => 3,
             Error::Runtime { .. } | Error::Poisoned(_) | Error::MissingOutput { .. } => 7,
             _ => 5,
         }

@@ -27,6 +27,7 @@ pub mod npy;
 pub mod onnx;
 pub mod reload;
 pub mod signature;
+pub mod text;
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -251,6 +252,12 @@ pub struct Bundle {
     teacher: Model,
     student: Option<Model>,
     routed: Option<Model>,
+    encoder: Option<text::Encoder>,
+    /// answers.jsonl in head order, when the bundle has one.
+    answers: Option<Vec<String>>,
+    /// The teacher's answer embeddings [N, d] (initializer `answers` of teacher.onnx): the student's
+    /// top cluster is the one nearest its projection.
+    answer_embeddings: Option<Vec<f32>>,
     /// Verified bytes of the non-model files the manifest references (golden data, tokenizer, answers).
     data: BTreeMap<String, Arc<[u8]>>,
 }
@@ -299,13 +306,13 @@ impl Bundle {
         if let Some(rel) = manifest.referenced().into_iter().find(|r| !listed.contains(r)) {
             return Err(Error::manifest(format!("{rel} is referenced but has no sha256 entry")));
         }
-        let models: HashSet<&str> = ["teacher", "student", "routed"]
+        let models: HashSet<&str> = ["teacher", "student", "routed", "encoder"]
             .iter()
             .filter_map(|n| manifest.models.get(*n).map(|e| e.file.as_str()))
             .collect();
         // Every listed file is streamed through sha256; model bytes go to sessions, referenced data is kept.
         let mut model_bytes: BTreeMap<String, Vec<u8>> = BTreeMap::new();
-        let mut data = BTreeMap::new();
+        let mut data: BTreeMap<String, Arc<[u8]>> = BTreeMap::new();
         for entry in &manifest.files {
             let keep = referenced.contains(entry.path.as_str());
             let got = folder.read_verified(&entry.path, entry.bytes, &entry.sha256, keep)?;
@@ -315,6 +322,17 @@ impl Bundle {
                 data.insert(entry.path.clone(), Arc::from(got));
             }
         }
+        let answers = match &manifest.answers {
+            None => None,
+            Some(info) => Some(read_answers(&manifest, info, data.get(&info.file).map(|b| &b[..]).unwrap_or_default())?),
+        };
+        let answer_embeddings = manifest
+            .models
+            .get("teacher")
+            .and_then(|e| model_bytes.get(&e.file))
+            .and_then(|b| onnx::initializer_f32(b, "answers"))
+            .filter(|(dims, _)| dims == &[manifest.teacher.n_heads, manifest.teacher.dim])
+            .map(|(_, data)| data);
         let env = environment(opts.library.as_deref())?;
         let mut open = |name: &str| -> Result<Option<Model>> {
             match manifest.models.get(name) {
@@ -328,7 +346,35 @@ impl Bundle {
         let teacher = open("teacher")?.ok_or_else(|| Error::manifest("models: no teacher model"))?;
         let student = open("student")?;
         let routed = open("routed")?;
-        Ok(Bundle { root: dir.to_path_buf(), manifest, manifest_sha256, signed_by, teacher, student, routed, data })
+        let encoder = match (manifest.models.get("encoder"), &manifest.tokenizer) {
+            (None, _) => None,
+            (Some(_), None) => return Err(Error::manifest("models.encoder needs a tokenizer entry")),
+            (Some(entry), Some(tok)) => {
+                let bytes = model_bytes.remove(&entry.file).unwrap_or_default();
+                let session = session_from_bytes(env, "encoder", &entry.file, &bytes)?;
+                drop(bytes);
+                let (inputs, outputs) = check_contract(&session, "encoder", entry)?;
+                let dim = manifest.teacher.dim;
+                text::check_encoder_io(&inputs, &outputs, dim)
+                    .map_err(|detail| Error::Contract { model: "encoder".into(), detail })?;
+                let json = data.get(&tok.file).cloned().unwrap_or_else(|| Arc::from(Vec::new()));
+                let names: Vec<String> = inputs.iter().map(|i| i.name.clone()).collect();
+                Some(text::Encoder::new(tok, &json, session, &names, dim)?)
+            }
+        };
+        Ok(Bundle {
+            root: dir.to_path_buf(),
+            manifest,
+            manifest_sha256,
+            signed_by,
+            teacher,
+            student,
+            routed,
+            encoder,
+            answers,
+            answer_embeddings,
+            data,
+        })
     }
 
     pub fn dim(&self) -> usize {
@@ -340,6 +386,88 @@ impl Bundle {
     pub fn student(&self) -> Option<&Model> {
         self.student.as_ref()
     }
+    /// The text encoder (`encoder.onnx` + `tokenizer.json`), when the bundle has one.
+    pub fn encoder(&self) -> Option<&text::Encoder> {
+        self.encoder.as_ref()
+    }
+    /// Query embeddings of `texts` (`[batch, d]`), as sentence-transformers computes them.
+    pub fn embed_text(&self, texts: &[&str]) -> Result<text::TextEmbeddings> {
+        self.encoder.as_ref().ok_or(Error::NoEncoder("encoder"))?.embed(texts)
+    }
+    /// The answer texts in head order (answers.jsonl), when the bundle has them.
+    pub fn answers(&self) -> Option<&[String]> {
+        self.answers.as_deref()
+    }
+
+    /// Text in, answer out: one [`Answer`] per text, in order.  `model`: "teacher", "student" or
+    /// "routed"; None picks the student when the bundle has one, else the teacher.  Teacher and routed
+    /// teacher: the head of largest routing weight and that weight; student: the cluster whose answer
+    /// embedding is nearest the projection, and that cosine.  Every text is checked before any is answered.
+    pub fn ask(&self, texts: &[&str], model: Option<&str>, with_embedding: bool) -> Result<Vec<Answer>> {
+        let name = model.unwrap_or(if self.student.is_some() { "student" } else { "teacher" });
+        if !["teacher", "student", "routed"].contains(&name) {
+            return Err(Error::Input(format!("unknown model {name:?} (use teacher, student or routed)")));
+        }
+        let m = self.model(name).ok_or_else(|| Error::Input(format!("bundle has no {name} model (pick one it has)")))?;
+        let emb = self.embed_text(texts)?;
+        let out = m.project(&emb.embeddings)?;
+        let tops = self.top(name, &out)?;
+        let ids = &self.manifest.teacher.cluster_ids;
+        let d = emb.dim;
+        Ok(texts
+            .iter()
+            .zip(tops)
+            .enumerate()
+            .map(|(i, (text, (k, w)))| Answer {
+                text: text.to_string(),
+                top_cluster: ids[k].clone(),
+                top_weight: w,
+                answer: self.answers.as_ref().map(|a| a[k].clone()),
+                embedding: with_embedding.then(|| emb.embeddings[i * d..(i + 1) * d].to_vec()),
+                truncated: emb.tokens[i].truncated,
+            })
+            .collect())
+    }
+
+    /// (head index, weight or cosine) per row, as Python's `h2l.bundle.text.top`.
+    fn top(&self, model: &str, out: &Projection) -> Result<Vec<(usize, f64)>> {
+        let n = self.manifest.teacher.n_heads;
+        let argmax = |row: &[f32]| row.iter().enumerate().fold((0usize, f32::NEG_INFINITY), |b, (i, &x)| if x > b.1 { (i, x) } else { b });
+        if let Some(r) = &out.routed {
+            return (0..out.batch)
+                .map(|i| {
+                    let (j, w) = argmax(&r.top_weights[i * r.k..(i + 1) * r.k]);
+                    let head = usize::try_from(r.top_heads[i * r.k + j]).ok().filter(|&h| h < n);
+                    head.map(|h| (h, w as f64)).ok_or_else(|| Error::Contract {
+                        model: model.into(),
+                        detail: format!("top_heads holds {}, outside 0..{n}", r.top_heads[i * r.k + j]),
+                    })
+                })
+                .collect();
+        }
+        if let Some(w) = &out.routing_weights {
+            return Ok(w.chunks_exact(n).map(|row| { let (k, x) = argmax(row); (k, x as f64) }).collect());
+        }
+        let a = self.answer_embeddings.as_ref().ok_or_else(|| Error::Contract {
+            model: "teacher".into(),
+            detail: "teacher.onnx has no answers initializer [N, d] to find the student's nearest cluster".into(),
+        })?;
+        let d = self.dim();
+        let norms: Vec<f64> = a.chunks_exact(d).map(|r| r.iter().map(|&x| (x as f64).powi(2)).sum::<f64>().sqrt()).collect();
+        Ok(out
+            .projected
+            .chunks_exact(d)
+            .map(|p| {
+                let pn = p.iter().map(|&x| (x as f64).powi(2)).sum::<f64>().sqrt().max(1e-30);
+                a.chunks_exact(d).zip(&norms).map(|(row, an)| {
+                    row.iter().zip(p).map(|(&x, &y)| x as f64 * y as f64).sum::<f64>() / (an * pn)
+                })
+                .enumerate()
+                .fold((0usize, f64::NEG_INFINITY), |b, (i, c)| if c > b.1 { (i, c) } else { b })
+            })
+            .collect())
+    }
+
     /// The routed teacher (`teacher_routed.onnx`), when the bundle has one.
     pub fn routed(&self) -> Option<&Model> {
         self.routed.as_ref()
@@ -417,6 +545,38 @@ impl Bundle {
     pub fn path(&self, rel: &str) -> Result<PathBuf> {
         safe_path(&self.root, rel)
     }
+}
+
+/// One result of [`Bundle::ask`]; serialises to the `ask` JSON line (fields in this order).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Answer {
+    pub text: String,
+    pub top_cluster: String,
+    pub top_weight: f64,
+    pub answer: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub embedding: Option<Vec<f32>>,
+    pub truncated: bool,
+}
+
+/// answers.jsonl: one `{"cluster_id", "answer"}` line per head, in the teacher's cluster order.
+fn read_answers(m: &Manifest, info: &manifest::AnswersInfo, bytes: &[u8]) -> Result<Vec<String>> {
+    #[derive(serde::Deserialize)]
+    struct Row {
+        cluster_id: String,
+        answer: String,
+    }
+    let bad = |why: String| Error::manifest(format!("{}: {why} (re-export the bundle)", info.file));
+    let text = std::str::from_utf8(bytes).map_err(|_| bad("not UTF-8".into()))?;
+    let rows: Vec<Row> = text
+        .lines()
+        .enumerate()
+        .map(|(i, l)| serde_json::from_str(l).map_err(|e| bad(format!("line {}: {e}", i + 1))))
+        .collect::<Result<_>>()?;
+    if rows.len() != info.count || rows.iter().map(|r| &r.cluster_id).ne(m.teacher.cluster_ids.iter()) {
+        return Err(bad("does not hold one answer per head in the teacher's cluster order".into()));
+    }
+    Ok(rows.into_iter().map(|r| r.answer).collect())
 }
 
 fn spec_of(name: &str, v: &ValueType) -> TensorSpec {

@@ -156,6 +156,14 @@ impl Manifest {
         if !(self.golden.atol.is_finite() && self.golden.atol > 0.0) {
             return bad(format!("golden.atol: {} is not a positive number", self.golden.atol));
         }
+        if let (Some(tok), Some(enc)) = (&self.tokenizer, self.models.get("encoder")) {
+            if enc.max_seq_length.is_some_and(|n| n != tok.max_seq_length) || tok.max_seq_length == 0 {
+                return bad(format!(
+                    "tokenizer.max_seq_length {} disagrees with models.encoder.max_seq_length {:?}",
+                    tok.max_seq_length, enc.max_seq_length
+                ));
+            }
+        }
         if !self.models.contains_key("teacher") {
             return bad("models: no teacher model".into());
         }

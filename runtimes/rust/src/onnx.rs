@@ -184,6 +184,63 @@ pub fn check_model(bytes: &[u8]) -> Result<(), Problem> {
     Ok(())
 }
 
+/// A float32 graph initializer by name, as (dims, row-major data): how `ask` reads the teacher's answer
+/// embeddings (`answers`, [N, d]) to pick the student's nearest cluster, as Python's teacher_arrays does.
+/// Call after [`check_model`] (framing already known to be whole).
+pub fn initializer_f32(model: &[u8], name: &str) -> Option<(Vec<usize>, Vec<f32>)> {
+    fn fields(buf: &[u8]) -> Option<Vec<(u64, u64, &[u8])>> {
+        let mut r = Reader { buf, pos: 0, base: 0 };
+        let mut out = Vec::new();
+        while r.pos < buf.len() {
+            let key = r.varint().ok()?;
+            let (field, wire) = (key >> 3, key & 7);
+            match wire {
+                0 => out.push((field, r.varint().ok()?, &[][..])),
+                1 => { r.take(8, "").ok()?; }
+                5 => { r.take(4, "").ok()?; }
+                2 => {
+                    let len = r.varint().ok()?;
+                    out.push((field, 0, r.take(len, "").ok()?));
+                }
+                _ => return None,
+            }
+        }
+        Some(out)
+    }
+    let graph = fields(model)?.into_iter().filter(|f| f.0 == 7).map(|f| f.2);
+    for g in graph {
+        for (_, _, t) in fields(g)?.into_iter().filter(|f| f.0 == 5) {
+            let tf = fields(t)?;
+            if !tf.iter().any(|f| f.0 == 8 && f.2 == name.as_bytes()) {
+                continue;
+            }
+            if tf.iter().any(|f| f.0 == 2 && f.2.is_empty() && f.1 != 1) {
+                return None; // not FLOAT
+            }
+            let mut dims = Vec::new();
+            for (field, v, body) in &tf {
+                if *field == 1 {
+                    if body.is_empty() {
+                        dims.push(*v as usize);
+                    } else {
+                        let mut r = Reader { buf: body, pos: 0, base: 0 };
+                        while r.pos < body.len() {
+                            dims.push(r.varint().ok()? as usize);
+                        }
+                    }
+                }
+            }
+            let raw: Vec<u8> = match tf.iter().find(|f| f.0 == 9) {
+                Some(f) => f.2.to_vec(),
+                None => tf.iter().filter(|f| f.0 == 4).flat_map(|f| f.2.iter().copied()).collect(),
+            };
+            let data: Vec<f32> = raw.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+            return (dims.iter().product::<usize>() == data.len()).then_some((dims, data));
+        }
+    }
+    None
+}
+
 /// Minimal protobuf writing, for tests that build hostile models by hand.
 pub mod write {
     pub fn varint(out: &mut Vec<u8>, mut v: u64) {
@@ -299,6 +356,23 @@ mod tests {
         assert!(matches!(check_model(b"PK\x03\x04zipzipzip"), Err(Problem::Malformed(_))));
         assert!(matches!(check_model(&[]), Err(Problem::Malformed(m)) if m.contains("no graph")));
         assert!(matches!(check_model(&[0x08, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01]), Err(Problem::Malformed(_))));
+    }
+
+    #[test]
+    fn initializer_is_read_back() {
+        let mut t = Vec::new();
+        uint(&mut t, 1, 2);
+        uint(&mut t, 1, 3);
+        uint(&mut t, 2, 1);
+        bytes(&mut t, 8, b"answers");
+        let vals: Vec<u8> = (0..6).flat_map(|i| (i as f32 * 0.5).to_le_bytes()).collect();
+        bytes(&mut t, 9, &vals);
+        let mut g = Vec::new();
+        bytes(&mut g, 5, &inline_tensor());
+        bytes(&mut g, 5, &t);
+        let m = model(&g);
+        assert_eq!(initializer_f32(&m, "answers"), Some((vec![2, 3], vec![0.0, 0.5, 1.0, 1.5, 2.0, 2.5])));
+        assert_eq!(initializer_f32(&m, "keys"), None);
     }
 
     #[test]

@@ -5,6 +5,10 @@
 //!                                                    one line per model/batch on stdout; the golden lines
 //!                                                    go to stderr (scripts/runtime_latency.py reads stdout)
 //!
+//!   h2l-rs ask [--public-key KEY.pub] [--model teacher|student|routed] [--no-embedding] BUNDLE TEXT...
+//!                                                    one JSON line per text: text, top_cluster, top_weight,
+//!                                                    answer, embedding, truncated (the bundle needs an encoder)
+//!
 //! Exit codes (h2l's): 0 ok, 2 usage, 3 input, 5 integrity (hash, signature, hostile bundle),
 //! 6 parity (a golden output differs), 7 onnxruntime, 8 missing onnxruntime library.
 
@@ -15,7 +19,8 @@ use std::time::Instant;
 use h2l_runtime::{Error, OpenOptions, Projection, PublicKey};
 use serde_json::json;
 
-const USAGE: &str = "usage: h2l-rs [--public-key KEY.pub] BUNDLE [--bench N]";
+const USAGE: &str = "usage: h2l-rs [--public-key KEY.pub] BUNDLE [--bench N] | h2l-rs ask [--public-key KEY.pub] \
+[--model teacher|student|routed] [--no-embedding] BUNDLE TEXT...";
 
 enum Failure {
     Usage(String),
@@ -32,15 +37,30 @@ struct Args {
     dir: String,
     bench: usize,
     public_key: Option<String>,
+    ask: bool,
+    texts: Vec<String>,
+    model: Option<String>,
+    no_embedding: bool,
 }
 
 fn parse_args(args: &[String]) -> Result<Args, Failure> {
     let usage = |why: &str| Failure::Usage(format!("{why}. fix: {USAGE}"));
     let (mut dir, mut bench, mut public_key) = (None, 0usize, None);
-    let mut it = args.iter();
+    let ask = args.first().is_some_and(|a| a == "ask");
+    let (mut texts, mut model, mut no_embedding) = (Vec::new(), None, false);
+    let mut it = args.iter().skip(usize::from(ask));
     while let Some(a) = it.next() {
         match a.as_str() {
-            "--bench" => {
+            "--model" if ask => {
+                let m = it.next().ok_or_else(|| usage("--model needs teacher, student or routed"))?;
+                if !["teacher", "student", "routed"].contains(&m.as_str()) {
+                    return Err(usage(&format!("--model must be teacher, student or routed, not {m:?}")));
+                }
+                model = Some(m.clone());
+            }
+            "--no-embedding" if ask => no_embedding = true,
+            "--" if ask => texts.extend(it.by_ref().cloned()),
+            "--bench" if !ask => {
                 let n = it.next().ok_or_else(|| usage("--bench needs N"))?;
                 bench = n.parse().map_err(|_| usage(&format!("--bench N must be a whole number, not {n:?}")))?;
             }
@@ -48,19 +68,40 @@ fn parse_args(args: &[String]) -> Result<Args, Failure> {
             "-h" | "--help" => return Err(Failure::Usage(USAGE.into())),
             s if s.starts_with('-') => return Err(usage(&format!("unknown option {s}"))),
             s if dir.is_none() => dir = Some(s.to_string()),
+            s if ask => texts.push(s.to_string()),
             s => return Err(usage(&format!("unexpected argument {s:?}"))),
         }
     }
-    Ok(Args { dir: dir.ok_or_else(|| usage("no BUNDLE given"))?, bench, public_key })
+    let dir = dir.ok_or_else(|| usage("no BUNDLE given"))?;
+    if ask && texts.is_empty() {
+        return Err(usage("ask needs at least one TEXT"));
+    }
+    Ok(Args { dir, bench, public_key, ask, texts, model, no_embedding })
+}
+
+fn ask(bundle: &h2l_runtime::Bundle, args: &Args) -> Result<bool, Failure> {
+    let texts: Vec<&str> = args.texts.iter().map(String::as_str).collect();
+    let answers = bundle.ask(&texts, args.model.as_deref(), !args.no_embedding)?;
+    for a in &answers {
+        let line = serde_json::to_string(a).map_err(|e| Failure::Usage(format!("cannot write JSON: {e}")))?;
+        let _ = writeln!(std::io::stdout().lock(), "{line}");
+    }
+    Ok(true)
 }
 
 fn run(args: &[String]) -> Result<bool, Failure> {
+    if args.first().is_some_and(|a| a == "ask") && args.len() == 1 {
+        return Err(Failure::Usage(format!("ask needs BUNDLE and TEXT. fix: {USAGE}")));
+    }
     let args = parse_args(args)?;
     let mut options = OpenOptions::new();
     if let Some(k) = &args.public_key {
         options = options.public_key(PublicKey::from_pem_file(k)?);
     }
     let bundle = options.open(&args.dir)?;
+    if args.ask {
+        return ask(&bundle, &args);
+    }
     let inputs = bundle.golden_inputs()?;
     let d = bundle.dim();
     let rows = inputs.shape.first().copied().unwrap_or(0);
@@ -95,6 +136,27 @@ fn run(args: &[String]) -> Result<bool, Failure> {
             } else {
                 emit(json!({"model": name, "output": out, "max_abs_diff": diff, "atol": atol, "pass": pass}));
             }
+        }
+    }
+    if let (Some(enc), Some(rel)) = (bundle.encoder(), bundle.manifest.golden.texts.as_ref()) {
+        // Text in: token ids and embeddings of the golden texts against Python's.
+        let golden: Vec<serde_json::Value> = bundle
+            .file(rel)
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .ok_or_else(|| Failure::Bundle(Error::Input(format!("{rel} is not a JSON list"))))?;
+        let texts: Vec<&str> = golden.iter().filter_map(|g| g["text"].as_str()).collect();
+        let ids_equal = golden.iter().all(|g| {
+            let want: Option<Vec<u32>> = serde_json::from_value(g["input_ids"].clone()).ok();
+            g["text"].as_str().and_then(|t| enc.tokenize(t).ok()).map(|t| t.ids) == want
+        });
+        let emb = bundle.embed_text(&texts)?;
+        if let Some(want) = bundle.golden_f32("encoder", "query_embedding") {
+            let want = want?;
+            let diff = emb.embeddings.iter().zip(&want.data).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+            let pass = ids_equal && emb.embeddings.len() == want.data.len() && (diff as f64) <= atol;
+            ok &= pass;
+            emit(json!({"model": "encoder", "output": "query_embedding", "texts": texts.len(), "ids_equal": ids_equal,
+                        "max_abs_diff": diff, "atol": atol, "pass": pass}));
         }
     }
     if bench && rows > 0 {
@@ -137,7 +199,16 @@ fn say(line: &serde_json::Value) {
 }
 
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
+    let mut args = Vec::new();
+    for (i, a) in std::env::args_os().skip(1).enumerate() {
+        match a.into_string() {
+            Ok(s) => args.push(s),
+            Err(_) => {
+                eprintln!("error: argument #{} is not valid UTF-8. fix: pass UTF-8 text", i + 1);
+                return ExitCode::from(3);
+            }
+        }
+    }
     match run(&args) {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::from(6),
