@@ -5,7 +5,7 @@
 //!                                                    one line per model/batch on stdout; the golden lines
 //!                                                    go to stderr (scripts/runtime_latency.py reads stdout)
 //!
-//!   h2l-rs ask [--public-key KEY.pub] [--model teacher|student|routed] [--no-embedding] BUNDLE TEXT...
+//!   h2l-rs ask [--public-key KEY.pub] [--model teacher|student|routed] [--no-embedding] [--bench N] BUNDLE TEXT...
 //!                                                    one JSON line per text: text, top_cluster, top_weight,
 //!                                                    answer, embedding, truncated (the bundle needs an encoder)
 //!
@@ -60,7 +60,7 @@ fn parse_args(args: &[String]) -> Result<Args, Failure> {
             }
             "--no-embedding" if ask => no_embedding = true,
             "--" if ask => texts.extend(it.by_ref().cloned()),
-            "--bench" if !ask => {
+            "--bench" => {
                 let n = it.next().ok_or_else(|| usage("--bench needs N"))?;
                 bench = n.parse().map_err(|_| usage(&format!("--bench N must be a whole number, not {n:?}")))?;
             }
@@ -81,11 +81,45 @@ fn parse_args(args: &[String]) -> Result<Args, Failure> {
 
 fn ask(bundle: &h2l_runtime::Bundle, args: &Args) -> Result<bool, Failure> {
     let texts: Vec<&str> = args.texts.iter().map(String::as_str).collect();
+    if args.bench > 0 {
+        return ask_bench(bundle, args, texts[0]);
+    }
     let answers = bundle.ask(&texts, args.model.as_deref(), !args.no_embedding)?;
     for a in &answers {
         let line = serde_json::to_string(a).map_err(|e| Failure::Usage(format!("cannot write JSON: {e}")))?;
         let _ = writeln!(std::io::stdout().lock(), "{line}");
     }
+    Ok(true)
+}
+
+/// `ask --bench N`: time N end-to-end asks of the first text (tokenize, encoder, model, top cluster),
+/// and the encoder alone; one JSON line with p50/p99 in µs.
+fn ask_bench(bundle: &h2l_runtime::Bundle, args: &Args, text: &str) -> Result<bool, Failure> {
+    let model = args.model.as_deref();
+    let time = |f: &dyn Fn() -> Result<(), Error>| -> Result<(f64, f64), Failure> {
+        for _ in 0..args.bench.min(20) {
+            f()?;
+        }
+        let mut t = Vec::with_capacity(args.bench);
+        for _ in 0..args.bench {
+            let s = Instant::now();
+            f()?;
+            t.push(s.elapsed().as_secs_f64() * 1e6);
+        }
+        t.sort_by(f64::total_cmp);
+        let at = |p: f64| t[((p / 100.0) * (t.len() - 1) as f64).round() as usize];
+        Ok((at(50.0), at(99.0)))
+    };
+    let (ask50, ask99) = time(&|| bundle.ask(&[text], model, false).map(drop))?;
+    let (enc50, enc99) = time(&|| bundle.embed_text(&[text]).map(drop))?;
+    let emb = bundle.embed_text(&[text])?.embeddings;
+    let name = model.unwrap_or(if bundle.student().is_some() { "student" } else { "teacher" });
+    let m = bundle.model(name).ok_or_else(|| Failure::Bundle(Error::Input(format!("bundle has no {name} model"))))?;
+    let (proj50, proj99) = time(&|| m.project(&emb).map(drop))?;
+    let tokens = bundle.encoder().map(|e| e.tokenize(text).map(|t| t.ids.len())).transpose()?.unwrap_or(0);
+    say(&json!({"runtime": "rust", "task": "ask", "model": name, "text": text, "tokens": tokens,
+                "calls": args.bench, "ask_p50_us": ask50, "ask_p99_us": ask99, "encoder_p50_us": enc50,
+                "encoder_p99_us": enc99, "model_p50_us": proj50, "model_p99_us": proj99}));
     Ok(true)
 }
 
