@@ -154,7 +154,7 @@ pub struct BoundedProjection {
 impl Model {
     /// Project one query (`dim` floats) or a batch (`batch * dim` floats, row-major).
     pub fn project(&self, queries: &[f32]) -> Result<Projection> {
-        if queries.is_empty() || queries.len() % self.dim != 0 {
+        if queries.is_empty() || !queries.len().is_multiple_of(self.dim) {
             return Err(Error::Input(format!(
                 "{} floats is not a whole number of {}-dimensional queries",
                 queries.len(),

@@ -93,14 +93,11 @@ impl Reloader {
     pub fn check(&self) -> Result<Reload> {
         let _one_at_a_time = self.check_lock.lock().map_err(|_| Error::Poisoned("reload"))?;
         let result = self.check_locked();
-        match &result {
-            Err(e) => {
-                self.failures.fetch_add(1, Ordering::Relaxed);
-                if let Ok(mut last) = self.last_error.lock() {
-                    *last = Some(e.to_string());
-                }
+        if let Err(e) = &result {
+            self.failures.fetch_add(1, Ordering::Relaxed);
+            if let Ok(mut last) = self.last_error.lock() {
+                *last = Some(e.to_string());
             }
-            Ok(_) => {}
         }
         result
     }

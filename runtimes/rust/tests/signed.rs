@@ -249,10 +249,10 @@ fn hostile_wrong_types_in_every_field_read() {
         nodes(&original[top], top.to_string(), &mut all, &mut keys);
     }
     let model_fields = ["file", "role", "inputs", "outputs"];
-    all.retain(|(_, keys)| {
-        !(keys[0] == "models" && keys.len() > 2 && !model_fields.contains(&keys[2].as_str()))
-            && !(keys[0] == "golden" && keys.len() > 1 && keys[1] == "rows")
-    });
+    // Skip what this runtime never reads: other keys of a model entry, and golden.rows.
+    let unread_model_key = |k: &[String]| k[0] == "models" && k.len() > 2 && !model_fields.contains(&k[2].as_str());
+    let golden_rows = |k: &[String]| k[0] == "golden" && k.len() > 1 && k[1] == "rows";
+    all.retain(|(_, keys)| !unread_model_key(keys) && !golden_rows(keys));
     assert!(all.len() > 50, "walked {} fields", all.len());
     let mut by_variant = std::collections::BTreeMap::<String, usize>::new();
     for (path, keys) in &all {
