@@ -1,6 +1,7 @@
 """Scale benchmark (issue 7): export and verify a teacher with N = 100,000 heads, d = 384.
 
     .venv/bin/python scripts/scale.py --n 100000 --out docs/scale.json
+    .venv/bin/python scripts/scale.py --n 100000 --routed --temperature 0.02 --out docs/scale_routed.json
 
 Runs `h2l export` and `h2l verify` as child processes and records each one's wall time and peak RSS
 (ru_maxrss of the child), plus the bundle's size.
@@ -23,16 +24,19 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=100_000)
     ap.add_argument("--d", type=int, default=384)
     ap.add_argument("--out", type=Path)
+    ap.add_argument("--routed", action="store_true", help="export with --routed (issue 12)")
+    ap.add_argument("--temperature", type=float, default=0.1)
     a = ap.parse_args()
-    h2l = [sys.executable, "-m", "h2l.cli"]
+    h2l = [sys.executable, "-m", "h2l"]
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         from h2l.model.synthetic import synthetic_teacher
         from h2l.importers.npz import save_npz
 
-        save_npz(synthetic_teacher(a.n, a.d, seed=1), tmp / "t.npz")
+        save_npz(synthetic_teacher(a.n, a.d, temperature=a.temperature, seed=1), tmp / "t.npz")
         steps = {}
-        for name, cmd in (("export", h2l + ["export", "--teacher", str(tmp / "t.npz"), "--out", str(tmp / "b")]),
+        for name, cmd in (("export", h2l + ["export", "--teacher", str(tmp / "t.npz"), "--out", str(tmp / "b")]
+                           + (["--routed"] if a.routed else [])),
                           ("verify", h2l + ["verify", str(tmp / "b"), "--provider", "cpu", "--json"])):
             wrapper = [sys.executable, "-c",
                        "import resource, subprocess, sys, json; p = subprocess.run(sys.argv[1:]); "
@@ -47,7 +51,13 @@ def main() -> None:
             steps[name] = {"wall_s": round(wall, 1), "peak_rss_mb": round(info["maxrss_kb"] / 1024, 1)}
             print(name, steps[name], flush=True)
         size = sum(f.stat().st_size for f in (tmp / "b").rglob("*") if f.is_file())
-        report = {"n": a.n, "d": a.d, "teacher_onnx_mb": round((tmp / "b" / "teacher.onnx").stat().st_size / 1e6, 1),
+        extra = {}
+        if a.routed:
+            m = json.loads((tmp / "b" / "manifest.json").read_text())
+            extra = {"temperature": a.temperature, "routed_candidates": m["models"]["routed"]["candidates"],
+                     "routed_onnx_mb": round((tmp / "b" / "teacher_routed.onnx").stat().st_size / 1e6, 1),
+                     "routed_summary": m["verification"]["summary"].get("cpu", {}).get("routed")}
+        report = {"n": a.n, "d": a.d, **extra, "teacher_onnx_mb": round((tmp / "b" / "teacher.onnx").stat().st_size / 1e6, 1),
                   "bundle_mb": round(size / 1e6, 1), "steps": steps,
                   "self_peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
     print(json.dumps(report, indent=2))

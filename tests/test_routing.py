@@ -211,3 +211,33 @@ def test_routed_cosine_on_a_peaked_teacher():
     r = route(make_screen(t.keys, t.answers), q, 64)
     flat, _ = t.project(q)
     assert cosine(r.projected, flat).min() >= 0.999
+
+
+def test_bench_sweep_times_and_measures_the_routed_teacher(runner, tmp_path):
+    r = runner.invoke(app, ["bench", "--sweep", "--n", "64,256", "--d", "16", "--quick", "--providers", "cpu",
+                            "--batch", "1,4", "--temperature", "0.02", "--json", "--plot", str(tmp_path / "s.png")])
+    assert r.exit_code == 0, r.output
+    doc = json.loads(r.stdout)
+    assert {(x["model"], x["variant"]) for x in doc["results"]} >= {("routed", "ort_screen"), ("teacher", "ort"),
+                                                                     ("student", "ort_folded")}
+    fid = {(f["n"], f["model"], f["source"]): f for f in doc["fidelity"]}
+    assert set(fid) == {(n, "routed", s) for n in (64, 256) for s in ("near_centroid", "far_off")}
+    assert all(0 <= f["median_bound"] <= 1 and -1 <= f["min_cosine"] <= f["mean_cosine"] <= 1 for f in fid.values())
+    assert doc["candidates"] == {"64": 32, "256": 32}
+    for b in (1, 4):
+        assert (tmp_path / f"s_batch{b}.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_teacher_info_says_how_routable_a_teacher_is(runner, tmp_path):
+    from h2l.importers.npz import save_npz
+
+    save_npz(synthetic_teacher(400, 32, temperature=0.01, seed=1), tmp_path / "peaked.npz")
+    save_npz(synthetic_teacher(400, 32, temperature=1.0, seed=1), tmp_path / "spread.npz")
+    r = runner.invoke(app, ["teacher", "info", str(tmp_path / "peaked.npz"), "--json"])
+    assert r.exit_code == 0, r.output
+    prof = json.loads(r.stdout)["routing"]
+    assert prof["routable"] and prof["effective_heads"]["median"] < 2
+    need = prof["candidates_needed"]["0.0001"]
+    assert 1 <= need["best_m"]["median"] <= need["certified_k"]["median"] <= 400
+    r = runner.invoke(app, ["teacher", "info", str(tmp_path / "spread.npz")])
+    assert r.exit_code == 0 and "effective heads" in r.output and "cannot be exact" in r.output

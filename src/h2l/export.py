@@ -154,6 +154,7 @@ def export_onnx(teacher: Teacher, out: str | Path, *, student: str | Path | None
     files = {"teacher.onnx": serialize(t_proto, "teacher.onnx")}
     models = {"teacher": {"file": "teacher.onnx", "role": "teacher", "opset": t_proto.opset_import[0].version,
                           "ir_version": t_proto.ir_version, **contract(t_proto)}}
+    del t_proto  # its bytes are in files; at N = 100k the proto is another 300 MB
     golden, golden_kinds = golden_queries(teacher, seed)
     routing_report = None
     if routed:

@@ -23,6 +23,7 @@ The query is 7-bit so that u8×s8 int8 GEMMs that add pairs of products in int16
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -58,21 +59,37 @@ class ScreenIndex:
     def dim(self) -> int:
         return int(self.rows.shape[1])
 
+    @functools.cached_property
+    def weights_f32(self) -> np.ndarray:
+        """The int8 screen as float32 (exact), converted once for numpy's BLAS."""
+        return self.weights.astype(np.float32)
 
-def make_screen(keys: np.ndarray, answers: np.ndarray) -> ScreenIndex:
-    """Quantise the flat teacher's keys (d, N) to int8 rows and record the provable residuals."""
-    k64 = np.asarray(keys, np.float64).T  # (N, d), exact copies of the float32 keys
-    peak = np.abs(k64).max(axis=1)
-    scale = (np.maximum(peak, SCALE_FLOOR) / WEIGHT_LEVELS).astype(np.float32)
-    w = np.clip(np.rint(k64 / scale[:, None].astype(np.float64)), -WEIGHT_LEVELS, WEIGHT_LEVELS)
-    resid = np.abs(k64 - w * scale[:, None].astype(np.float64)).max(axis=1)  # exact: 24-bit × 8-bit products
-    rho = float(np.nextafter(np.float32((resid / scale.astype(np.float64)).max()), np.float32(np.inf)))
-    key_norm = float(np.nextafter(np.float32(np.linalg.norm(k64, axis=1).max()), np.float32(np.inf)))
-    d = k64.shape[1]
+
+def make_screen(keys: np.ndarray, answers: np.ndarray, chunk: int = 8192) -> ScreenIndex:
+    """Quantise the flat teacher's keys (d, N) to int8 rows and record the provable residuals.
+
+    Works ``chunk`` heads at a time so that N = 100k does not hold several float64 copies of the keys.
+    """
+    keys = np.asarray(keys, np.float32)
+    d, n = keys.shape
+    weights = np.empty((d, n), np.int8)
+    scale = np.empty(n, np.float32)
+    rho = norm = 0.0
+    for lo in range(0, n, chunk):
+        k64 = keys[:, lo:lo + chunk].T.astype(np.float64)  # exact copies of the float32 keys
+        sc = (np.maximum(np.abs(k64).max(axis=1), SCALE_FLOOR) / WEIGHT_LEVELS).astype(np.float32)
+        s64 = sc[:, None].astype(np.float64)
+        w = np.clip(np.rint(k64 / s64), -WEIGHT_LEVELS, WEIGHT_LEVELS)
+        resid = np.abs(k64 - w * s64).max(axis=1)  # exact: 24-bit × 8-bit products fit a double
+        rho = max(rho, float((resid / s64[:, 0]).max()))
+        norm = max(norm, float(np.linalg.norm(k64, axis=1).max()))
+        weights[:, lo:lo + chunk] = w.T.astype(np.int8)
+        scale[lo:lo + chunk] = sc
+    up = lambda x: float(np.nextafter(np.float32(x), np.float32(np.inf)))  # noqa: E731 - round up to float32
     # a float32 dot of d terms errs by ≤ d·2⁻²⁴·‖q‖‖K‖; twice (screen and exact side), and the int32→float cast
     slack = float(np.float32(4 * (d + 8) * 2.0**-24))
-    return ScreenIndex(np.ascontiguousarray(w.T.astype(np.int8)), scale, rho, key_norm, slack,
-                       np.ascontiguousarray(k64.astype(np.float32)), np.ascontiguousarray(answers, np.float32))
+    return ScreenIndex(weights, scale, up(rho), up(norm), slack, np.ascontiguousarray(keys.T),
+                       np.ascontiguousarray(answers, np.float32))
 
 
 @dataclass(frozen=True, eq=False)
@@ -103,7 +120,7 @@ def upper_bounds(index: ScreenIndex, qn: np.ndarray) -> np.ndarray:
     """u (B, N) float32 with u_i ≥ q̂·K_i for every head, from the int8 screen alone."""
     qi, s, qt = quantize_query(qn)
     if index.dim * QUERY_LEVELS * WEIGHT_LEVELS < 2**24:
-        dot = qi @ index.weights.astype(np.float32)  # every partial sum is an integer < 2²⁴: exact
+        dot = qi @ index.weights_f32  # every partial sum is an integer < 2²⁴: exact
     else:
         dot = (qi.astype(np.float64) @ index.weights.astype(np.float64)).astype(np.float32)
     e = qn - qt
@@ -177,7 +194,7 @@ def certified_k(index: ScreenIndex, q: np.ndarray, eps: float) -> np.ndarray:
     """Per row, the fewest screen candidates whose proven bound is ≤ ``eps`` (N where none is)."""
     qn = normalize(q)
     u = upper_bounds(index, qn).astype(np.float64)
-    x = qn.astype(np.float64) @ index.rows.T.astype(np.float64)
+    x = (qn @ index.rows.T).astype(np.float64)  # float32 logits: K only needs to be chosen, not proven
     out = np.empty(len(u), np.int64)
     for b in range(len(u)):
         order = np.argsort(-u[b], kind="stable")

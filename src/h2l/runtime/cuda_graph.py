@@ -67,6 +67,10 @@ def make_graph_session(model, batch: int, *, graph: bool = True, profile: bool =
         raise ProviderError(f"CUDA requested but unusable: {reason}", ProviderError.default_fix)
     so = session_options()
     so.enable_profiling = profile
+    if profile:  # into the temp folder, never the caller's working directory
+        import tempfile
+
+        so.profile_file_prefix = str(Path(tempfile.gettempdir()) / "h2l_cuda_graph_profile")
     opts = {"use_tf32": "0", **({"enable_cuda_graph": "1"} if graph else {})}
     try:
         sess = ort.InferenceSession(_source(model), so, providers=[(CUDA, opts)])
@@ -122,7 +126,9 @@ def replay_evidence(model, batch: int = 1, runs: int = 30, seed: int = 0) -> dic
     q2 = rng.standard_normal(q.shape).astype(np.float32)  # in-place update must reach the captured graph
     same = all(np.allclose(got[k], ref[k], atol=1e-4) for k in ref) and \
         all(np.allclose(graphed.run(q2)[k], plain.run(q2)[k], atol=1e-4) for k in ref)
-    counts = _node_events_per_run(graphed.session.end_profiling(), runs + 1)
+    profile_file = graphed.session.end_profiling()
+    counts = _node_events_per_run(profile_file, runs + 1)
+    Path(profile_file).unlink(missing_ok=True)
     out["node_events_first_runs"], out["node_events_last_runs"] = counts[:3], counts[-5:]
     out["outputs_match_plain"] = bool(same)
     out["replayed"] = bool(same and counts and max(counts[:3], default=0) > 0 and sum(counts[-5:]) == 0)

@@ -18,7 +18,6 @@ from ..model.sampling import far_off_queries, near_centroid_queries
 from ..model.teacher import project_arrays
 
 BOUND_ATOL = 1e-5  # float32 arithmetic on top of the bound's implied error
-SCREEN_ARRAYS = ("screen_weights", "screen_scale", "rho", "slack", "key_norm", "rows", "answers")
 
 
 def routed_sources(keys: np.ndarray, temperature: float, sources: dict, seed: int) -> dict[str, np.ndarray]:
@@ -34,20 +33,29 @@ def check_routed(bundle, provider: str, runner, sources: dict[str, np.ndarray], 
     checks = []
     estimate = meta.get("bound") == "estimate"
     mass_name = ESTIMATE_NAME if estimate else BOUND_NAME
-    index = None
+    index = ivf = None
     if meta.get("router", "screen") == "screen":
         index = make_screen(keys, answers)
-        held = routed_arrays(bundle.path(meta["file"]))
         scalar = lambda v: np.array([v], np.float32)  # noqa: E731 - 0-d initializers are stored with shape (1,)
         expected = {"screen_weights": index.weights, "screen_scale": index.scale, "rho": scalar(index.rho),
                     "slack": scalar(index.slack), "key_norm": scalar(index.key_norm), "rows": index.rows,
                     "answers": index.answers}
-        bad = [n for n in SCREEN_ARRAYS if n not in held or held[n].shape != np.shape(expected[n])
-               or not np.array_equal(held[n], expected[n])]
+        bad = _differing_initializers(bundle.path(meta["file"]), expected)
         checks.append(check_cls("routed", provider, "same_teacher", not bad, "integrity",
                                 detail=("initializers differ from the flat teacher's: " + ", ".join(bad)) if bad else ""))
         if bad:
             return checks
+    else:  # ivf: the shipped tables are the reference; rows and answers must still be the teacher's
+        from ..exporters.onnx_routed_ivf import ivf_index_from_arrays
+
+        held = routed_arrays(bundle.path(meta["file"]))
+        ok = "rows" in held and "answers" in held and np.array_equal(held["rows"], np.ascontiguousarray(keys.T)) \
+            and np.array_equal(held["answers"], answers)
+        checks.append(check_cls("routed", provider, "same_teacher", ok, "integrity",
+                                detail="" if ok else "rows/answers differ from the flat teacher's"))
+        if not ok:
+            return checks
+        ivf = ivf_index_from_arrays(held)
     max_a = float(np.linalg.norm(answers.astype(np.float64), axis=1).max())
     k = int(meta["candidates"])
     for src, q in routed_sources(keys, bundle.manifest["teacher"]["temperature"], sources, 0).items():
@@ -63,11 +71,15 @@ def check_routed(bundle, provider: str, runner, sources: dict[str, np.ndarray], 
         err = max(float(np.abs(o[k_].astype(np.float64) - got[k_]).max()) for o in outs[1:]
                   for k_ in (PROJECTED_NAME, TOP_WEIGHTS, mass_name))
         checks.append(check_cls("routed", provider, f"batch_consistency:{src}", err <= atol, "parity", err, atol))
-        if index is not None:
-            refs = [route(index, q[i:i + 32], k) for i in range(0, len(q), 32)]  # [32, K, d] at a time
+        if index is not None or ivf is not None:
+            from ..model.routing_ivf import route_ivf
+
+            # [32, K, d] at a time
+            refs = [route(index, q[i:i + 32], k) if ivf is None else route_ivf(ivf, q[i:i + 32])
+                    for i in range(0, len(q), 32)]
             ref_p, ref_b, ref_h = (np.concatenate([getattr(r, a) for r in refs])
                                    for a in ("projected", "bound", "top_heads"))
-            err = max(float(np.abs(got[PROJECTED_NAME] - ref_p).max()), float(np.abs(got[BOUND_NAME] - ref_b).max()))
+            err = max(float(np.abs(got[PROJECTED_NAME] - ref_p).max()), float(np.abs(got[mass_name] - ref_b).max()))
             same = float((got[TOP_HEADS] == ref_h).all(axis=1).mean())
             checks.append(check_cls("routed", provider, f"vs_numpy:{src}", err <= atol, "parity", err, atol,
                                     f"top_heads identical in {same:.1%} of rows"))
@@ -80,3 +92,26 @@ def check_routed(bundle, provider: str, runner, sources: dict[str, np.ndarray], 
                                 f"mean cos {cos.mean():.7f} min {cos.min():.7f} median {mass_name} "
                                 f"{np.median(mass):.3g} (n={len(q)}, K={k})"))
     return checks
+
+
+def _differing_initializers(path, expected: dict[str, np.ndarray]) -> list[str]:
+    """Names whose stored bytes differ from ``expected`` (compared raw: no second copy of a 350 MB graph)."""
+    import onnx
+
+    from ..errors import IntegrityError
+
+    try:
+        model = onnx.load(str(path))
+    except Exception as exc:  # noqa: BLE001 - any parse failure: not ONNX
+        raise IntegrityError(f"{path.name} is not a readable ONNX model ({type(exc).__name__})",
+                             "re-export the bundle") from None
+    held = {t.name: t for t in model.graph.initializer}
+    bad = []
+    for name, want in expected.items():
+        t = held.get(name)
+        want = np.ascontiguousarray(want)
+        if t is None or list(t.dims) != list(want.shape) or \
+                onnx.helper.tensor_dtype_to_np_dtype(t.data_type) != want.dtype or \
+                t.raw_data != want.astype(want.dtype.newbyteorder("<")).tobytes():
+            bad.append(name)
+    return bad
