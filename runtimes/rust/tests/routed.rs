@@ -58,10 +58,19 @@ fn fallback_to_the_flat_teacher_above_the_tolerance() {
     let mass = b.routed().unwrap().project(&q).unwrap().routed.unwrap().neglected_mass;
     let mut sorted = mass.clone();
     sorted.sort_by(f32::total_cmp);
+    let proven = b.routed().unwrap().routed_info().unwrap().bound == BoundKind::Proven;
+    if !proven {
+        // An estimate certifies nothing: the flat teacher answers unless the caller trusts estimates.
+        assert!(b.project_within(&q, f32::INFINITY, false).unwrap().source.iter().all(|s| *s == Source::Flat));
+        assert!(b.project_within(&q, f32::INFINITY, true).unwrap().source.iter().all(|s| *s == Source::Routed));
+    }
+    if sorted[0] == sorted[rows - 1] {
+        assert!(!proven, "golden bounds are all equal ({}); the fixture needs K < N", sorted[0]);
+        eprintln!("note: every golden estimate is {}; the per-row split is not exercised by this bundle", sorted[0]);
+        return;
+    }
     let tolerance = sorted[rows / 2];
-    assert!(sorted[0] < sorted[rows - 1], "golden masses are all equal ({}); the fixture needs K < N", sorted[0]);
-
-    let got = b.project_within(&q, tolerance, false).unwrap();
+    let got = b.project_within(&q, tolerance, !proven).unwrap();
     let atol = b.manifest.golden.atol as f32;
     for i in 0..rows {
         let want = if mass[i] <= tolerance { Source::Routed } else { Source::Flat };
@@ -70,6 +79,6 @@ fn fallback_to_the_flat_teacher_above_the_tolerance() {
         assert!(max_diff(&got.projected[i * d..(i + 1) * d], &golden[i * d..(i + 1) * d]) <= atol, "row {i}");
     }
     assert!(got.source.contains(&Source::Routed) && got.source.contains(&Source::Flat));
-    assert!(b.project_within(&q, f32::INFINITY, false).unwrap().source.iter().all(|s| *s == Source::Routed));
-    assert!(b.project_within(&q, -1.0, false).unwrap().source.iter().all(|s| *s == Source::Flat));
+    assert!(b.project_within(&q, f32::INFINITY, true).unwrap().source.iter().all(|s| *s == Source::Routed));
+    assert!(b.project_within(&q, -1.0, true).unwrap().source.iter().all(|s| *s == Source::Flat));
 }
