@@ -62,3 +62,24 @@ def test_rust_text_and_ask_agree_with_python(rt_bundle, rt_text_bundle):
         assert abs(g["top_weight"] - w["top_weight"]) <= 1e-5
         assert max(abs(a - b) for a, b in zip(g["embedding"], w["embedding"])) <= 1e-5
     assert got[-1]["truncated"] is True
+
+
+def test_rust_verifies_python_signatures(rt_bundle, tmp_path):
+    """Issue 15 across languages: h2l-rs --public-key accepts what h2l sign wrote, and refuses (exit 5)."""
+    import shutil
+
+    signing = pytest.importorskip("h2l.bundle.signing", reason="h2l sign (issue 15, Python) is not in this tree")
+    cargo = need("cargo")
+    bundle = tmp_path / "signed"
+    shutil.copytree(rt_bundle, bundle)
+    signing.keygen(tmp_path / "key")
+    signing.keygen(tmp_path / "other")
+    signing.sign_bundle(bundle, tmp_path / "key")
+    h2l_rs = [cargo, "run", "--release", "-q", "--bin", "h2l-rs", "--", "--public-key"]
+    ok = run_tool([*h2l_rs, str(tmp_path / "key.pub"), str(bundle)], RUST, rt_bundle)
+    assert json.loads(ok.stdout.splitlines()[0])["signed_by"] == signing.sign_bundle(bundle, tmp_path / "key")
+    other = run_tool([*h2l_rs, str(tmp_path / "other.pub"), str(bundle)], RUST, rt_bundle, check=False)
+    assert other.returncode == 5 and "signed by key" in other.stderr
+    (bundle / "manifest.json").write_bytes((bundle / "manifest.json").read_bytes() + b" ")
+    changed = run_tool([*h2l_rs, str(tmp_path / "key.pub"), str(bundle)], RUST, rt_bundle, check=False)
+    assert changed.returncode == 5 and "manifest changed after signing" in changed.stderr
