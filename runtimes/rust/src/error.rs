@@ -60,6 +60,8 @@ pub enum Error {
     SignatureMalformed(String),
     #[error("cannot use public key {path}: {reason} (expected a PEM \"PUBLIC KEY\" ed25519 file from `h2l keygen`)")]
     PublicKey { path: String, reason: String },
+    #[error("bundle file {file} is invalid: {detail} (re-export the bundle)")]
+    Data { file: String, detail: String },
     #[error("tokenizer: {0}")]
     Tokenizer(String),
     #[error("bundle has no {0}: it takes query embeddings, not text (re-export it with `h2l export --with-encoder`)")]

@@ -566,7 +566,7 @@ fn read_answers(m: &Manifest, info: &manifest::AnswersInfo, bytes: &[u8]) -> Res
         cluster_id: String,
         answer: String,
     }
-    let bad = |why: String| Error::manifest(format!("{}: {why} (re-export the bundle)", info.file));
+    let bad = |detail: String| Error::Data { file: info.file.clone(), detail };
     let text = std::str::from_utf8(bytes).map_err(|_| bad("not UTF-8".into()))?;
     let rows: Vec<Row> = text
         .lines()

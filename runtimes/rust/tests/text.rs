@@ -159,3 +159,20 @@ fn ask_on_a_bundle_without_encoder_says_so() {
     let e = b.ask(&["q"], None, false).unwrap_err();
     assert!(matches!(e, Error::NoEncoder(_)) && e.exit_code() == 3, "{e}");
 }
+
+#[test]
+fn answers_out_of_cluster_order_are_refused() {
+    let Some(dir) = text_dir("answers_out_of_cluster_order_are_refused") else { return };
+    let b = Bundle::open(&dir).unwrap();
+    let Some(info) = b.manifest.answers.clone() else {
+        eprintln!("note: {} has no answers.jsonl", dir.display());
+        return;
+    };
+    let s = linked_copy(&dir, "answers");
+    let text = std::fs::read_to_string(dir.join(&info.file)).unwrap();
+    let mut lines: Vec<&str> = text.lines().collect();
+    lines.swap(0, 1);
+    common::replace_file(s.path(), &info.file, (lines.join("\n") + "\n").as_bytes());
+    let e = Bundle::open(s.path()).err().expect("answers in the wrong order opened");
+    assert!(matches!(&e, Error::Data { file, .. } if *file == info.file), "{e}");
+}
