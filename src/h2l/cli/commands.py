@@ -64,6 +64,12 @@ class Router(str, Enum):
     ivf = "ivf"
 
 
+class AskModel(str, Enum):
+    teacher = "teacher"
+    student = "student"
+    routed = "routed"
+
+
 class Device(str, Enum):
     cpu = "cpu"
     cuda = "cuda"
@@ -289,6 +295,8 @@ def export(
                                            "an estimate only.")] = Router.screen,
     candidates: Annotated[Optional[int], typer.Option("--candidates", help="Routed: K heads scored exactly "
                                                       "(default: chosen from the teacher).")] = None,
+    with_encoder: Annotated[bool, typer.Option("--with-encoder", help="Add encoder.onnx + tokenizer.json "
+                                               "(all-MiniLM-L6-v2) so the bundle takes text.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the manifest as JSON.")] = False,
     sign_key: Annotated[Optional[Path], typer.Option("--sign-key", help="Private key from `h2l keygen`: "
                                                      "publish the bundle signed (manifest.sig).")] = None,
@@ -300,7 +308,7 @@ def export(
         given = [flag for flag, on in (("--student", student is not None), ("--json", as_json),
                                        ("--quantize", quantize is not Quantize.none), ("--no-fold", no_fold),
                                        ("--sign-key", sign_key is not None), ("--routed", routed),
-                                       ("--candidates", candidates is not None)) if on]
+                                       ("--candidates", candidates is not None), ("--with-encoder", with_encoder)) if on]
         if given:
             raise UsageError(f"--format npy writes the teacher's vectors only; {', '.join(given)} does not apply",
                              f"drop {', '.join(given)} or use --format onnx")
@@ -315,7 +323,7 @@ def export(
 
     res = export_onnx(t, out_dir, student=student, fold_graph=not no_fold, force=force, min_cosine=min_cosine,
                       quantize=quantize.value, sign_key=sign_key, routed=routed, router=router.value,
-                      candidates=candidates)
+                      candidates=candidates, with_encoder=with_encoder)
     if as_json:
         emit_json(res.manifest)
         return
@@ -397,6 +405,31 @@ def _load_queries(path: Path, bundle: Path):
     from ..verify.queries import load_bundle_queries
 
     return load_bundle_queries(path, bundle)
+
+
+@app.command()
+@handled
+def ask(
+    bundle: Annotated[Path, typer.Argument(help="Bundle folder exported with --with-encoder.")],
+    texts: Annotated[list[str], typer.Argument(help="One or more questions (quote each).")],
+    model: Annotated[Optional[AskModel], typer.Option("--model", help="teacher, student or routed "
+                                                      "(default: the student when the bundle has one).")] = None,
+    no_embedding: Annotated[bool, typer.Option("--no-embedding", help="Leave the 384 floats out.")] = False,
+    threads: Annotated[int, typer.Option("--threads", help="onnxruntime intra-op threads (0: its default).")] = 1,
+) -> None:
+    """Answer text questions: one JSON line per text on stdout (text, top_cluster, top_weight, answer,
+    embedding, truncated); notes go to stderr."""
+    from ..ask import open_asker
+
+    asker = open_asker(bundle, None if model is None else model.value, threads=threads or None)
+    rows = asker.ask(texts, embedding=not no_embedding)
+    err.print(f"note: model {asker.model}; " + ("answers from answers.jsonl" if asker.answers is not None
+              else "this bundle has no answers.jsonl, so answer is null (cluster ids only)"), markup=False)
+    for i, r in enumerate(rows):
+        if r["truncated"]:
+            err.print(f"note: text #{i + 1} was cut to {asker.encoder.max_seq_length} tokens", markup=False)
+    sys.stdout.write("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+    sys.stdout.flush()
 
 
 @app.command()
