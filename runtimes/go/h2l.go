@@ -9,11 +9,13 @@
 package h2l
 
 import (
+	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"math"
 	"os"
 	"path"
@@ -40,8 +42,9 @@ var (
 	ErrRuntime       = errors.New("onnxruntime")
 )
 
+// wrap prefixes kind; a %w in format wraps a cause too, so errors.Is reaches both.
 func wrap(kind error, format string, args ...any) error {
-	return fmt.Errorf("%w: %s", kind, fmt.Sprintf(format, args...))
+	return fmt.Errorf("%w: "+format, append([]any{kind}, args...)...)
 }
 
 // TensorSpec is one input or output of a model: shape entries are numbers or symbolic names.
@@ -82,6 +85,10 @@ type Manifest struct {
 		Bytes  int64  `json:"bytes"`
 	} `json:"files"`
 }
+
+// testHookAfterVerify, set only by tests, runs between the hash check and the session builds
+// (to swap a file there and show the sessions use the verified bytes).
+var testHookAfterVerify func(dir string)
 
 var (
 	libMu   sync.Mutex
@@ -191,20 +198,52 @@ func readManifest(dir string) (Manifest, error) {
 	return m, nil
 }
 
-func checkFiles(dir string, m Manifest) error {
+// hashFile streams rel's sha256 and size, checked against the manifest entry; keep returns the verified
+// bytes (for models), so the session is built from what was hashed and the file is never reopened.
+func hashFile(dir, rel, wantSha string, wantBytes int64, keep bool) ([]byte, error) {
+	p, err := SafePath(dir, rel)
+	if err != nil {
+		return nil, err
+	}
+	f, err := os.Open(p)
+	if err != nil {
+		return nil, wrap(ErrMissing, "%s (re-export the bundle): %w", rel, err)
+	}
+	defer f.Close()
+	h := sha256.New()
+	var buf bytes.Buffer
+	var w io.Writer = h
+	if keep {
+		if wantBytes >= 0 && wantBytes < 1<<31 {
+			buf.Grow(int(wantBytes))
+		}
+		w = io.MultiWriter(h, &buf)
+	}
+	n, err := io.Copy(w, io.LimitReader(f, wantBytes+1))
+	if err != nil {
+		return nil, wrap(ErrMissing, "%s: %w", rel, err)
+	}
+	if n != wantBytes || hex.EncodeToString(h.Sum(nil)) != wantSha {
+		return nil, wrap(ErrChecksum, "bundle file %s fails its sha256 check (modified or corrupt)", rel)
+	}
+	return buf.Bytes(), nil
+}
+
+// checkFiles verifies every listed file and returns the verified bytes of each model file.
+func checkFiles(dir string, m Manifest) (map[string][]byte, error) {
+	modelFiles := map[string]bool{}
+	for _, e := range m.Models {
+		modelFiles[e.File] = true
+	}
 	listed := map[string]bool{}
+	verified := map[string][]byte{}
 	for _, f := range m.Files {
-		p, err := SafePath(dir, f.Path)
+		data, err := hashFile(dir, f.Path, f.Sha256, f.Bytes, modelFiles[f.Path])
 		if err != nil {
-			return err
+			return nil, err
 		}
-		data, err := os.ReadFile(p)
-		if err != nil {
-			return wrap(ErrMissing, "%s (re-export the bundle)", f.Path)
-		}
-		sum := sha256.Sum256(data)
-		if int64(len(data)) != f.Bytes || hex.EncodeToString(sum[:]) != f.Sha256 {
-			return wrap(ErrChecksum, "bundle file %s fails its sha256 check (modified or corrupt)", f.Path)
+		if modelFiles[f.Path] {
+			verified[f.Path] = data
 		}
 		listed[f.Path] = true
 	}
@@ -219,10 +258,10 @@ func checkFiles(dir string, m Manifest) error {
 	}
 	for _, rel := range refs {
 		if !listed[rel] {
-			return wrap(ErrManifest, "%s is referenced but has no sha256 entry", rel)
+			return nil, wrap(ErrManifest, "%s is referenced but has no sha256 entry", rel)
 		}
 	}
-	return nil
+	return verified, nil
 }
 
 func specOf(info ort.InputOutputInfo) TensorSpec {
@@ -270,11 +309,7 @@ func contractEqual(got []TensorSpec, want []TensorSpec) bool {
 	return true
 }
 
-func openModel(dir, name string, e ModelEntry, dim int) (*Model, error) {
-	p, err := SafePath(dir, e.File)
-	if err != nil {
-		return nil, err
-	}
+func openModel(name string, e ModelEntry, data []byte, dim int) (*Model, error) {
 	opts, err := ort.NewSessionOptions()
 	if err != nil {
 		return nil, wrap(ErrRuntime, "%v", err)
@@ -286,7 +321,7 @@ func openModel(dir, name string, e ModelEntry, dim int) (*Model, error) {
 	if err := opts.SetInterOpNumThreads(1); err != nil {
 		return nil, wrap(ErrRuntime, "%v", err)
 	}
-	ins, outs, err := ort.GetInputOutputInfoWithOptions(p, opts)
+	ins, outs, err := ort.GetInputOutputInfoWithONNXData(data)
 	if err != nil {
 		return nil, wrap(ErrRuntime, "%s: %v", e.File, err)
 	}
@@ -307,7 +342,7 @@ func openModel(dir, name string, e ModelEntry, dim int) (*Model, error) {
 	for i, o := range outs {
 		outNames[i] = o.Name
 	}
-	sess, err := ort.NewDynamicAdvancedSession(p, []string{ins[0].Name}, outNames, opts)
+	sess, err := ort.NewDynamicAdvancedSessionWithONNXData(data, []string{ins[0].Name}, outNames, opts)
 	if err != nil {
 		return nil, wrap(ErrRuntime, "%s: %v", e.File, err)
 	}
@@ -320,8 +355,12 @@ func Open(dir string) (*Bundle, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := checkFiles(dir, m); err != nil {
+	verified, err := checkFiles(dir, m)
+	if err != nil {
 		return nil, err
+	}
+	if testHookAfterVerify != nil {
+		testHookAfterVerify(dir)
 	}
 	if err := initRuntime(); err != nil {
 		return nil, err
@@ -332,7 +371,7 @@ func Open(dir string) (*Bundle, error) {
 		if !ok {
 			continue
 		}
-		model, err := openModel(dir, name, e, m.Teacher.Dim)
+		model, err := openModel(name, e, verified[e.File], m.Teacher.Dim)
 		if err != nil {
 			b.Close()
 			return nil, err

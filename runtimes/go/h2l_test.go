@@ -240,3 +240,24 @@ func indexOf(s, sub string) int {
 	}
 	return -1
 }
+
+// A model file replaced after its hash was checked must not reach a session: Open builds sessions from
+// the bytes it hashed. The hook swaps teacher.onnx for garbage between the check and the session build.
+func TestSessionsUseVerifiedBytes(t *testing.T) {
+	dir := copyDir(t, bundleDir(t))
+	testHookAfterVerify = func(d string) {
+		if err := os.WriteFile(filepath.Join(d, "teacher.onnx"), []byte("not an onnx model"), 0o644); err != nil {
+			t.Error(err)
+		}
+	}
+	defer func() { testHookAfterVerify = nil }()
+	b, err := Open(dir)
+	if err != nil {
+		t.Fatalf("Open read the swapped file instead of the verified bytes: %v", err)
+	}
+	defer b.Close()
+	testHookAfterVerify = nil
+	if _, err := Open(dir); !errors.Is(err, ErrChecksum) {
+		t.Fatalf("the swapped file must fail its sha256 check on the next Open, got %v", err)
+	}
+}
