@@ -1,5 +1,7 @@
 module github.com/h2l-dev/h2l/runtimes/go
 
-go 1.22
+go 1.24
 
 require github.com/yalue/onnxruntime_go v1.27.0
+
+require google.golang.org/protobuf v1.36.11

@@ -9,17 +9,13 @@
 package h2l
 
 import (
-	"bytes"
+	"crypto/ed25519"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"io"
 	"math"
 	"os"
-	"path"
-	"path/filepath"
-	"strings"
 	"sync"
 
 	ort "github.com/yalue/onnxruntime_go"
@@ -122,93 +118,6 @@ type Bundle struct {
 	closed         bool
 }
 
-// SafePath resolves a manifest path inside root; absolute paths, ".." and escaping symlinks are refused.
-func SafePath(root, rel string) (string, error) {
-	if rel == "" || strings.Contains(rel, "\\") || path.IsAbs(rel) || filepath.IsAbs(rel) {
-		return "", wrap(ErrUnsafePath, "%q", rel)
-	}
-	for _, part := range strings.Split(rel, "/") {
-		if part == ".." || part == "." || part == "" {
-			return "", wrap(ErrUnsafePath, "%q", rel)
-		}
-	}
-	full := filepath.Join(root, filepath.FromSlash(rel))
-	realRoot, err1 := filepath.EvalSymlinks(root)
-	real, err2 := filepath.EvalSymlinks(full)
-	if err1 == nil && err2 == nil {
-		if r, err := filepath.Rel(realRoot, real); err != nil || r == ".." || strings.HasPrefix(r, "../") {
-			return "", wrap(ErrUnsafePath, "%q resolves outside the bundle", rel)
-		}
-	}
-	return full, nil
-}
-
-func readManifest(dir string) (Manifest, []byte, error) {
-	raw, err := os.ReadFile(filepath.Join(dir, "manifest.json"))
-	if err != nil {
-		return Manifest{}, nil, wrap(ErrMissing, "manifest.json: %w", err)
-	}
-	m, err := parseManifest(raw)
-	return m, raw, err
-}
-
-// hashFile streams rel's sha256 and size, checked against the manifest entry; keep returns the verified
-// bytes (for models), so the session is built from what was hashed and the file is never reopened.
-func hashFile(dir, rel, wantSha string, wantBytes int64, keep bool) ([]byte, error) {
-	p, err := SafePath(dir, rel)
-	if err != nil {
-		return nil, err
-	}
-	f, err := os.Open(p)
-	if err != nil {
-		return nil, wrap(ErrMissing, "%s (re-export the bundle): %w", rel, err)
-	}
-	defer f.Close()
-	h := sha256.New()
-	var buf bytes.Buffer
-	var w io.Writer = h
-	if keep {
-		if wantBytes >= 0 && wantBytes < 1<<31 {
-			buf.Grow(int(wantBytes))
-		}
-		w = io.MultiWriter(h, &buf)
-	}
-	n, err := io.Copy(w, io.LimitReader(f, wantBytes+1))
-	if err != nil {
-		return nil, wrap(ErrMissing, "%s: %w", rel, err)
-	}
-	if n != wantBytes || hex.EncodeToString(h.Sum(nil)) != wantSha {
-		return nil, wrap(ErrChecksum, "bundle file %s fails its sha256 check (modified or corrupt)", rel)
-	}
-	return buf.Bytes(), nil
-}
-
-// checkFiles verifies every listed file and returns the verified bytes of each model file.
-func checkFiles(dir string, m Manifest) (map[string][]byte, error) {
-	modelFiles := map[string]bool{}
-	for _, e := range m.Models {
-		modelFiles[e.File] = true
-	}
-	listed := map[string]bool{}
-	verified := map[string][]byte{}
-	for _, f := range m.Files {
-		data, err := hashFile(dir, f.Path, f.Sha256, f.Bytes, modelFiles[f.Path])
-		if err != nil {
-			return nil, err
-		}
-		if modelFiles[f.Path] {
-			verified[f.Path] = data
-		}
-		listed[f.Path] = true
-	}
-	for _, rel := range m.referenced() {
-		if !listed[rel] {
-			return nil, wrap(ErrManifest, "%s is referenced but has no sha256 entry", rel)
-		}
-	}
-	return verified, nil
-}
-
 func specOf(info ort.InputOutputInfo) TensorSpec {
 	dtype := fmt.Sprint(info.DataType)
 	switch info.DataType {
@@ -297,20 +206,62 @@ func openModel(name string, e ModelEntry, data []byte, dim int) (*Model, error) 
 	return &Model{Name: name, Entry: e, dim: dim, input: ins[0].Name, outputs: gotOut, session: sess}, nil
 }
 
-// Open reads and checks the bundle at dir and opens its sessions.
-func Open(dir string) (*Bundle, error) {
-	m, raw, err := readManifest(dir)
+// Open reads and checks the bundle at dir and opens its sessions. It reads through an os.Root opened
+// once on dir: nothing outside the folder, no symlinks, manifest capped at MaxManifestBytes, every file's
+// sha256 checked, every model scanned for external data before onnxruntime sees it.
+func Open(dir string) (*Bundle, error) { return open(dir, nil) }
+
+// OpenVerified is Open for a signed bundle: manifest.sig must be key's ed25519 signature over the exact
+// bytes of manifest.json, checked before the manifest is parsed or anything else is read. Refusals wrap
+// ErrSignature and one of ErrNoSignature, ErrWrongKey, ErrManifestChanged, ErrSignatureFormat.
+func OpenVerified(dir string, key ed25519.PublicKey) (*Bundle, error) {
+	if len(key) != ed25519.PublicKeySize {
+		return nil, wrap(ErrPublicKey, "a %d-byte ed25519 public key is required, got %d bytes", ed25519.PublicKeySize, len(key))
+	}
+	return open(dir, key)
+}
+
+func open(dir string, key ed25519.PublicKey) (*Bundle, error) {
+	root, err := os.OpenRoot(dir)
+	if err != nil {
+		return nil, wrap(ErrMissing, "bundle folder %s: %w", dir, err)
+	}
+	defer root.Close()
+	raw, err := readCapped(root, "manifest.json", MaxManifestBytes)
 	if err != nil {
 		return nil, err
 	}
-	return openChecked(dir, m, raw)
-}
-
-// openChecked verifies the files of an already-parsed manifest and builds the sessions.
-func openChecked(dir string, m Manifest, raw []byte) (*Bundle, error) {
-	verified, err := checkFiles(dir, m)
+	if key != nil {
+		sig, err := readCapped(root, "manifest.sig", MaxSignatureBytes)
+		if errors.Is(err, ErrMissing) {
+			return nil, sigErr(ErrNoSignature, "%s has no manifest.sig; sign it with h2l sign DIR --key KEY", dir)
+		}
+		if err != nil {
+			return nil, sigErr(ErrSignatureFormat, "%w", err)
+		}
+		if err := verifySignature(raw, sig, key); err != nil {
+			return nil, err
+		}
+	}
+	if err := checkDepth(raw); err != nil {
+		return nil, err
+	}
+	m, err := parseManifest(raw)
 	if err != nil {
 		return nil, err
+	}
+	verified, err := checkFiles(root, m)
+	if err != nil {
+		return nil, err
+	}
+	listed := map[string]bool{}
+	for _, f := range m.Files {
+		listed[f.Path] = true
+	}
+	for _, e := range m.Models {
+		if err := checkModelBytes(e.File, verified[e.File], listed); err != nil {
+			return nil, err
+		}
 	}
 	if testHookAfterVerify != nil {
 		testHookAfterVerify(dir)
@@ -365,7 +316,7 @@ func (b *Bundle) Student() *Model { return b.models["student"] }
 // Model returns "teacher" or "student", or nil.
 func (b *Bundle) Model(name string) *Model { return b.models[name] }
 
-// Path resolves a manifest path safely inside the bundle.
+// Path resolves a manifest path inside the bundle (absolute, "..", escaping symlinks refused).
 func (b *Bundle) Path(rel string) (string, error) { return SafePath(b.Root, rel) }
 
 // Project runs one query (dim floats) or a batch (batch*dim floats, row-major).
@@ -426,7 +377,12 @@ func (m *Model) Project(q []float32) (*Projection, error) {
 func (b *Bundle) ReadFile(rel string) ([]byte, error) {
 	for _, f := range b.Manifest.Files {
 		if f.Path == rel {
-			return hashFile(b.Root, rel, f.Sha256, f.Bytes, true)
+			root, err := os.OpenRoot(b.Root)
+			if err != nil {
+				return nil, wrap(ErrMissing, "bundle folder %s: %w", b.Root, err)
+			}
+			defer root.Close()
+			return hashFile(root, rel, f.Sha256, f.Bytes, true)
 		}
 	}
 	return nil, wrap(ErrManifest, "%s is not listed in the manifest", rel)

@@ -82,6 +82,8 @@ type VerificationInfo struct {
 	Provider  string           `json:"provider"`
 	MinCosine float64          `json:"min_cosine"`
 	Checks    []map[string]any `json:"checks"`
+	Skipped   []map[string]any `json:"skipped,omitempty"`
+	Summary   map[string]any   `json:"summary,omitempty"`
 }
 
 // Manifest is manifest.json (schema_version 1).

@@ -2,8 +2,10 @@
 //
 //	h2l-go BUNDLE            run every golden vector, print the max abs diff per model/output
 //	h2l-go -bench N BUNDLE   also time N single-query and N batch-32 calls per model (JSON lines)
+//	h2l-go --public-key KEY.pub BUNDLE   open only a bundle whose manifest.sig that key made
 //
-// Exit codes (as the h2l CLI): 2 usage, 3 input, 5 integrity (sha256, manifest, unsafe path),
+// Exit codes (as the h2l CLI): 2 usage, 3 input (bad key file), 5 integrity (signature refused, sha256,
+// manifest, unsafe path, external data),
 // 6 parity (a golden vector differs), 7 onnxruntime, 8 missing dependency (libonnxruntime).
 package main
 
@@ -43,7 +45,7 @@ func exitCode(err error) int {
 		return 0
 	case errors.Is(err, errUsage):
 		return 2
-	case errors.Is(err, h2l.ErrInput):
+	case errors.Is(err, h2l.ErrInput), errors.Is(err, h2l.ErrPublicKey):
 		return 3
 	case errors.Is(err, errParity):
 		return 6
@@ -60,7 +62,9 @@ func fixFor(err error) string {
 	switch {
 	case errors.Is(err, h2l.ErrLibrary):
 		return "set ORT_DYLIB_PATH to libonnxruntime.so (h2l ort-lib prints it)"
-	case errors.Is(err, h2l.ErrInput):
+	case errors.Is(err, h2l.ErrSignature):
+		return "sign the bundle with the pinned key (h2l sign DIR --key KEY) or pin the publisher's KEY.pub"
+	case errors.Is(err, h2l.ErrInput), errors.Is(err, h2l.ErrPublicKey):
 		return "check the input"
 	case errors.Is(err, h2l.ErrRuntime):
 		return "check that this onnxruntime runs the bundle (h2l verify)"
@@ -73,16 +77,17 @@ func run(args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("h2l-go", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	bench := fs.Int("bench", 0, "time N calls per model and batch size")
+	keyFile := fs.String("public-key", "", "KEY.pub: refuse a bundle not signed by this ed25519 key (exit 5)")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return err
 		}
-		return fmt.Errorf("%w: %v. fix: h2l-go [-bench N] BUNDLE", errUsage, err)
+		return fmt.Errorf("%w: %v. fix: h2l-go [-bench N] [--public-key KEY.pub] BUNDLE", errUsage, err)
 	}
 	if fs.NArg() != 1 || *bench < 0 {
-		return fmt.Errorf("%w: one BUNDLE folder and -bench >= 0 expected. fix: h2l-go [-bench N] BUNDLE", errUsage)
+		return fmt.Errorf("%w: one BUNDLE folder and -bench >= 0 expected. fix: h2l-go [-bench N] [--public-key KEY.pub] BUNDLE", errUsage)
 	}
-	b, err := h2l.Open(fs.Arg(0))
+	b, err := openBundle(fs.Arg(0), *keyFile)
 	if err != nil {
 		return err
 	}
@@ -128,6 +133,18 @@ func run(args []string, stdout, stderr io.Writer) error {
 		return fmt.Errorf("%w: %d golden outputs exceed atol %g. fix: re-export the bundle with this onnxruntime", errParity, failed, b.Manifest.Golden.Atol)
 	}
 	return nil
+}
+
+// openBundle opens dir, through OpenVerified when a key file is given (no unsigned fallback).
+func openBundle(dir, keyFile string) (*h2l.Bundle, error) {
+	if keyFile == "" {
+		return h2l.Open(dir)
+	}
+	key, err := h2l.LoadPublicKey(keyFile)
+	if err != nil {
+		return nil, err
+	}
+	return h2l.OpenVerified(dir, key)
 }
 
 func timeModels(b *h2l.Bundle, inputs []float32, rows, n int, stdout io.Writer) error {
