@@ -3,6 +3,8 @@
 Skipped with the reason when go is missing, unless H2L_REQUIRE_RUNTIMES=1 (CI), where that fails.
 """
 
+import base64
+
 import pytest
 
 from conftest import GO, need, run_tool, tampered
@@ -10,15 +12,28 @@ from conftest import GO, need, run_tool, tampered
 pytestmark = [pytest.mark.runtimes, pytest.mark.slow]
 
 
-def test_go_vet_test_and_cli(rt_bundle, tmp_path):
+def test_go_vet_test_and_cli(rt_bundle, rt_bundle_b, tmp_path):
     go = need("go")
     run_tool([go, "vet", "./..."], GO, rt_bundle)
-    p = run_tool([go, "test", "-v", "-count=1", "./..."], GO, rt_bundle)
-    assert "--- SKIP" not in p.stdout and p.stdout.count("--- PASS") == 4
+    # -race with both bundles: the hot-reload load test (50 republishes A/B) runs instead of skipping.
+    # run_tool asserts go test's own exit status; -v only lets us see that nothing skipped.
+    p = run_tool([go, "test", "-race", "-v", "-count=1", "./..."], GO, rt_bundle, H2L_BUNDLE_B=str(rt_bundle_b))
+    assert "--- SKIP" not in p.stdout, p.stdout[-3000:]
+    assert "--- PASS: TestHotReloadUnderLoad" in p.stdout
     p = run_tool([go, "run", "./cmd/h2l-go", str(rt_bundle)], GO, rt_bundle)
     assert "student.projected_embedding: max abs diff" in p.stdout and "FAIL" not in p.stdout
     bad = run_tool([go, "run", "./cmd/h2l-go", str(tampered(rt_bundle, tmp_path))], GO, rt_bundle, check=False)
-    assert bad.returncode != 0 and "student.onnx fails its sha256 check" in bad.stderr
+    assert bad.returncode == 5 and "student.onnx fails its sha256 check" in bad.stderr
+
+
+def test_go_public_key_refusal_exits_5(rt_bundle, tmp_path):
+    go = need("go")
+    # An ed25519 SubjectPublicKeyInfo is a fixed 12-byte DER prefix and the 32 key bytes.
+    der = bytes.fromhex("302a300506032b6570032100") + bytes(range(32))
+    key = tmp_path / "KEY.pub"
+    key.write_text("-----BEGIN PUBLIC KEY-----\n" + base64.b64encode(der).decode() + "\n-----END PUBLIC KEY-----\n")
+    p = run_tool([go, "run", "./cmd/h2l-go", "--public-key", str(key), str(rt_bundle)], GO, rt_bundle, check=False)
+    assert p.returncode == 5 and "not signed" in p.stderr, p.stderr
 
 
 def test_go_fails_when_env_is_wrong(rt_bundle):
