@@ -12,7 +12,16 @@ from conftest import GO, need, run_tool, tampered
 pytestmark = [pytest.mark.runtimes, pytest.mark.slow]
 
 
-def test_go_vet_test_and_cli(rt_bundle, rt_bundle_b, tmp_path):
+@pytest.fixture(scope="module")
+def h2l_go(rt_bundle, tmp_path_factory):
+    """The h2l-go binary, built once (go run would turn every exit code into 1)."""
+    go = need("go")
+    exe = tmp_path_factory.mktemp("gobin") / "h2l-go"
+    run_tool([go, "build", "-o", str(exe), "./cmd/h2l-go"], GO, rt_bundle)
+    return str(exe)
+
+
+def test_go_vet_test_and_cli(rt_bundle, rt_bundle_b, h2l_go, tmp_path):
     go = need("go")
     run_tool([go, "vet", "./..."], GO, rt_bundle)
     # -race with both bundles: the hot-reload load test (50 republishes A/B) runs instead of skipping.
@@ -20,19 +29,18 @@ def test_go_vet_test_and_cli(rt_bundle, rt_bundle_b, tmp_path):
     p = run_tool([go, "test", "-race", "-v", "-count=1", "./..."], GO, rt_bundle, H2L_BUNDLE_B=str(rt_bundle_b))
     assert "--- SKIP" not in p.stdout, p.stdout[-3000:]
     assert "--- PASS: TestHotReloadUnderLoad" in p.stdout
-    p = run_tool([go, "run", "./cmd/h2l-go", str(rt_bundle)], GO, rt_bundle)
+    p = run_tool([h2l_go, str(rt_bundle)], GO, rt_bundle)
     assert "student.projected_embedding: max abs diff" in p.stdout and "FAIL" not in p.stdout
-    bad = run_tool([go, "run", "./cmd/h2l-go", str(tampered(rt_bundle, tmp_path))], GO, rt_bundle, check=False)
+    bad = run_tool([h2l_go, str(tampered(rt_bundle, tmp_path))], GO, rt_bundle, check=False)
     assert bad.returncode == 5 and "student.onnx fails its sha256 check" in bad.stderr
 
 
-def test_go_public_key_refusal_exits_5(rt_bundle, tmp_path):
-    go = need("go")
+def test_go_public_key_refusal_exits_5(rt_bundle, h2l_go, tmp_path):
     # An ed25519 SubjectPublicKeyInfo is a fixed 12-byte DER prefix and the 32 key bytes.
     der = bytes.fromhex("302a300506032b6570032100") + bytes(range(32))
     key = tmp_path / "KEY.pub"
     key.write_text("-----BEGIN PUBLIC KEY-----\n" + base64.b64encode(der).decode() + "\n-----END PUBLIC KEY-----\n")
-    p = run_tool([go, "run", "./cmd/h2l-go", "--public-key", str(key), str(rt_bundle)], GO, rt_bundle, check=False)
+    p = run_tool([h2l_go, "--public-key", str(key), str(rt_bundle)], GO, rt_bundle, check=False)
     assert p.returncode == 5 and "not signed" in p.stderr, p.stderr
 
 

@@ -234,7 +234,7 @@ func open(dir string, key ed25519.PublicKey) (*Bundle, error) {
 	if key != nil {
 		sig, err := readCapped(root, "manifest.sig", MaxSignatureBytes)
 		if errors.Is(err, ErrMissing) {
-			return nil, sigErr(ErrNoSignature, "%s has no manifest.sig; sign it with h2l sign DIR --key KEY", dir)
+			return nil, sigErr(ErrNoSignature, "%s has no manifest.sig", dir)
 		}
 		if err != nil {
 			return nil, sigErr(ErrSignatureFormat, "%w", err)
