@@ -32,6 +32,10 @@ $H2L export --teacher "$W/t.npz" --student "$W/s.pt" --out "$W/bundle"
 $H2L verify "$W/bundle" --provider cuda; echo "verify --provider cuda exit code: $?"
 echo "== bench (CPU 1 thread, torch CPU, and CUDA: onnxruntime CUDA EP with I/O binding where usable, torch CUDA)"
 $H2L bench "$W/bundle" --checkpoint "$W/s.pt" --providers cpu,torch,cuda --batch 1,32 --out "$OUT/bench_bundle.json"
+echo "== routed teacher + CUDA graphs (replay measured: per-node kernels must stop after capture)"
+$H2L export --teacher "$W/t.npz" --student "$W/s.pt" --out "$W/bundle_routed" --routed
+$H2L bench "$W/bundle_routed" --providers cpu,cuda --batch 1,32 --out "$OUT/bench_cuda_graph.json"
+python3 -c "import json; print(json.dumps(json.load(open('$OUT/bench_cuda_graph.json')).get('cuda_graph'), indent=1))"
 $H2L bench --sweep --n 16,64,256,1024,4096,16384 --providers cpu,cuda --batch 1,32 --quick \
   --out "$OUT/bench_sweep.json" --plot "$OUT/bench_sweep.png"
 } 2>&1 | tee "$OUT/gpu_check.log"

@@ -45,7 +45,8 @@ class ExportResult:
 def contract(model: onnx.ModelProto) -> dict:
     def one(vi) -> dict:
         dims = [d.dim_param if d.dim_param else d.dim_value for d in vi.type.tensor_type.shape.dim]
-        return {"name": vi.name, "dtype": "float32", "shape": dims}
+        dtype = "int64" if vi.type.tensor_type.elem_type == onnx.TensorProto.INT64 else "float32"
+        return {"name": vi.name, "dtype": dtype, "shape": dims}
     return {"inputs": [one(v) for v in model.graph.input], "outputs": [one(v) for v in model.graph.output]}
 
 
@@ -112,11 +113,24 @@ def versions() -> dict[str, str]:
             "numpy": np.__version__, "torch": torch.__version__.split("+")[0]}
 
 
+def _golden_bytes(arr: np.ndarray) -> bytes:
+    """float32 outputs as <f4, integer ones (the routed teacher's top_heads) as <i8."""
+    if arr.dtype.kind not in "iu":
+        return npy_bytes(arr)
+    import io
+
+    buf = io.BytesIO()
+    np.lib.format.write_array(buf, np.ascontiguousarray(arr, "<i8"), version=(1, 0), allow_pickle=False)
+    return buf.getvalue()
+
+
 def export_onnx(teacher: Teacher, out: str | Path, *, student: str | Path | None = None, fold_graph: bool = True,
-                force: bool = False, min_cosine: float = 0.98, seed: int = 0, quantize: str = "none") -> ExportResult:
+                force: bool = False, min_cosine: float = 0.98, seed: int = 0, quantize: str = "none",
+                routed: bool = False, router: str = "screen", candidates: int | None = None) -> ExportResult:
     """Write a verified bundle to ``out``; raises (leaving no bundle) on any failed check.
 
     ``quantize="int8"`` ships the folded student with dynamic int8 weights (all but the output projection).
+    ``routed`` adds ``teacher_routed.onnx`` (:mod:`h2l.export_routed`) and reports/routing.json.
     """
     out = Path(out)
     if quantize not in ("none", "int8"):
@@ -131,6 +145,12 @@ def export_onnx(teacher: Teacher, out: str | Path, *, student: str | Path | None
     models = {"teacher": {"file": "teacher.onnx", "role": "teacher", "opset": t_proto.opset_import[0].version,
                           "ir_version": t_proto.ir_version, **contract(t_proto)}}
     golden, golden_kinds = golden_queries(teacher, seed)
+    routing_report = None
+    if routed:
+        from .export_routed import routed_model
+
+        files["teacher_routed.onnx"], models["routed"], routing_report = routed_model(
+            teacher, router=router, candidates=candidates, seed=seed)
     ckpt = None
     if student is not None:
         ckpt, ckpt_sha = load_checkpoint_with_sha(student)
@@ -148,8 +168,10 @@ def export_onnx(teacher: Teacher, out: str | Path, *, student: str | Path | None
             outs = make_runner(files[entry["file"]], "cpu").run(golden)
             for o in entry["outputs"]:
                 rel = f"golden/{name}.{o['name']}.npy"
-                write_file(stage, rel, npy_bytes(outs[o["name"]]))
+                write_file(stage, rel, _golden_bytes(outs[o["name"]]))
                 golden_map.setdefault(name, {})[o["name"]] = rel
+        if routing_report is not None:
+            write_file(stage, "reports/routing.json", json_bytes(routing_report))
         if ckpt is not None:
             write_file(stage, "reports/training.json", json_bytes(
                 {"config": ckpt.config.to_dict(), "train_config": ckpt.train_config,

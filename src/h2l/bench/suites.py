@@ -77,7 +77,10 @@ def variants(teacher: Teacher, model: ProjectionTransformer | None, *, threads: 
     if "cpu" in providers:
         out[("teacher", "ort", "cpu")] = _ort(t_bytes, threads)
     if cuda_ok:
+        from ..runtime.cuda_graph import graph_variant
+
         out[("teacher", "ort_iobinding", "cuda")] = _ort_cuda_iobinding(t_bytes)
+        out[("teacher", "ort_cuda_graph", "cuda")] = graph_variant(t_bytes)
     if model is None:
         return out
     folded = make_folded_student_model(fold(model), {})
@@ -91,7 +94,10 @@ def variants(teacher: Teacher, model: ProjectionTransformer | None, *, threads: 
         if int8:
             out[("student", "ort_int8", "cpu")] = _ort(serialize(make_int8_student_model(folded), "q"), threads)
     if cuda_ok:
+        from ..runtime.cuda_graph import graph_variant
+
         out[("student", "ort_folded_iobinding", "cuda")] = _ort_cuda_iobinding(serialize(folded, "s"))
+        out[("student", "ort_folded_cuda_graph", "cuda")] = graph_variant(serialize(folded, "s"))
     if "cuda" in providers and torch_cuda():
         import copy
 
@@ -154,6 +160,11 @@ def bench_bundle(root: Path, *, checkpoint: Path | None, providers: set[str], ba
         model = ck.model()
     with pin_threads(threads):
         fns = variants(teacher, model, threads=threads, providers=providers)
+        if "routed" in bundle.models and "cpu" in providers:
+            from .routed import routed_variant
+
+            fns[("routed", "ort_screen", "cpu")] = routed_variant(
+                bundle.path(bundle.models["routed"]["file"]).read_bytes(), threads)
         if model is None and "student" in bundle.models:
             fns[("student", "ort_bundle", "cpu")] = _ort(bundle.path(bundle.models["student"]["file"]).read_bytes(),
                                                           threads)
@@ -163,29 +174,61 @@ def bench_bundle(root: Path, *, checkpoint: Path | None, providers: set[str], ba
                   "cuda": dict(zip(("usable", "reason"), cuda_status()))}
         if not quick:
             report["floor"] = measure_floor(threads)
+        if "cuda" in providers and cuda_status()[0]:  # whether graph replay really happened, per model
+            from ..runtime.cuda_graph import replay_evidence
+
+            report["cuda_graph"] = {name: replay_evidence(bundle.path(meta["file"]).read_bytes())
+                                    for name, meta in bundle.models.items()}
         if model is not None and not quick:
             report["fidelity"] = _fidelity_of_variants(teacher, model, threads)
     return report
 
 
 def bench_sweep(ns: list[int], *, dim: int, providers: set[str], batches: list[int], threads: int,
-                quick: bool, seed: int = 0) -> dict:
-    """Synthetic teachers at each N with students sized by ``h2l arch`` (untrained: timing only)."""
+                quick: bool, seed: int = 0, temperature: float = 0.1, routed: bool = True,
+                candidates: int | None = None, checkpoint: Path | None = None) -> dict:
+    """Synthetic teachers at each N: flat teacher, routed teacher and students sized by ``h2l arch``.
+
+    Students are untrained (timing only) unless ``checkpoint`` was distilled from the synthetic teacher
+    of that N (same d, τ and seed); then its fidelity is measured too.  The routed teacher's fidelity
+    (near-centroid and far-off queries) is always measured.
+    """
     import torch
 
-    rows = []
+    from .routed import fidelity_rows, routed_bytes, routed_variant
+
+    ckpt = None
+    if checkpoint is not None:
+        from ..distill.checkpoint import load_checkpoint
+
+        ckpt = load_checkpoint(checkpoint)
+    rows, fid, ks = [], [], {}
     with pin_threads(threads):
         floor = measure_floor(threads)
         for n in ns:
             arch = choose_arch(n, dim)
-            teacher = synthetic_teacher(n, dim, seed=seed)
+            teacher = synthetic_teacher(n, dim, temperature=temperature, seed=seed)
+            trained = ckpt is not None and ckpt.teacher_sha256 == teacher.fingerprint()
             torch.manual_seed(seed)
-            model = ProjectionTransformer(StudentConfig(dim, arch.heads, arch.layers)).eval()
+            model = ckpt.model() if trained else ProjectionTransformer(StudentConfig(dim, arch.heads, arch.layers))
+            model = model.eval()
             fns = variants(teacher, model, threads=threads, providers=providers, unfolded=not quick)
+            graphs = {}
+            if routed and "cpu" in providers:
+                data, ks[str(n)] = routed_bytes(teacher, candidates, seed)
+                fns[("routed", "ort_screen", "cpu")] = routed_variant(data, threads)
+                graphs[("routed", "ort_screen")] = data
+            if trained:
+                folded = make_folded_student_model(fold(model), {})
+                graphs[("student", "ort_folded")] = serialize(folded, "s")
+                graphs[("student", "ort_int8")] = serialize(make_int8_student_model(folded), "q")
             for t in run_variants(fns, dim, batches, quick):
                 rows.append({"n": n, "heads": arch.heads, "layers": arch.layers, **t.__dict__})
+            fid += fidelity_rows(teacher, n, graphs, threads, seed)
+            del fns, graphs
     report = {"schema": BENCH_SCHEMA, "machine": machine_info(threads), "dim": dim, "ns": ns, "floor": floor,
-              "results": rows, "cuda": dict(zip(("usable", "reason"), cuda_status()))}
+              "temperature": temperature, "results": rows, "fidelity": fid, "candidates": ks,
+              "cuda": dict(zip(("usable", "reason"), cuda_status()))}
     report["crossover"] = sweep_crossovers(rows, ns, batches)
     d = dim
     report["floor_per_n"] = {str(n): floor_us(4 * (choose_arch(n, d).layers * (d * d + 2 * d * 512) + d * d),
@@ -203,7 +246,7 @@ def sweep_crossovers(rows: list[dict], ns: list[int], batches: list[int]) -> dic
                 med.setdefault((r["model"], r["variant"], r["provider"]), {})[r["n"]] = r["p50_us"]
         teacher_best = [min(v[n] for (m, _, p), v in med.items() if m == "teacher" and p == "cpu") for n in ns]
         for (m, variant, p), v in med.items():
-            if m == "student":
+            if m in ("student", "routed"):
                 out[f"batch{batch}:{variant}:{p}"] = crossover(ns, teacher_best, [v[n] for n in ns])
     return out
 

@@ -18,7 +18,7 @@ from rich.console import Console
 from rich.table import Table
 
 from ..atomic import check_output_file
-from .render import out, print_bench, print_demo_summary, print_report, print_summary
+from .render import out, print_bench, print_routing_profile, print_sweep_tables, print_demo_summary, print_report, print_summary
 from ..errors import EXIT_INTERRUPTED, H2LError, InputError
 
 app = typer.Typer(name="h2l", help="Distil multi-head LDA routing teachers into students; ship both as ONNX.",
@@ -55,6 +55,11 @@ class Format(str, Enum):
 class Quantize(str, Enum):
     none = "none"
     int8 = "int8"
+
+
+class Router(str, Enum):
+    screen = "screen"
+    ivf = "ivf"
 
 
 class Device(str, Enum):
@@ -104,8 +109,10 @@ def teacher_import(
 def teacher_info(
     path: Annotated[Path, typer.Argument(help="Teacher .npz.")],
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+    routing: Annotated[bool, typer.Option("--routing/--no-routing", help="Effective heads and the candidates a "
+                                          "router needs (256 near-centroid queries).")] = True,
 ) -> None:
-    """Show a teacher's size, temperature, ids and stored queries."""
+    """Show a teacher's size, temperature, ids, stored queries, and how routable it is."""
     from ..importers.npz import load_npz
 
     t = load_npz(path)
@@ -114,13 +121,21 @@ def teacher_info(
             "embedding_model": t.embedding_model, "cluster_ids": list(t.cluster_ids),
             "train_queries": 0 if qs is None else len(qs.train), "heldout_queries": 0 if qs is None else len(qs.heldout),
             "sha256": t.fingerprint()}
+    if routing:
+        from ..model.routing_profile import teacher_profile
+
+        info["routing"] = teacher_profile(t.keys, t.answers, t.temperature)
     if as_json:
         emit_json(info)
         return
     for k, v in info.items():
+        if k == "routing":
+            continue
         if k == "cluster_ids":
             v = ", ".join(v[:8]) + (f", … ({len(v)} in all)" if len(v) > 8 else "")
         out.print(f"{k:16} {v}", markup=False)
+    if routing:
+        print_routing_profile(info["routing"])
 
 
 @teacher_app.command("build")
@@ -272,6 +287,11 @@ def export(
                                                "(output projection stays float32).")] = Quantize.none,
     min_cosine: Annotated[float, typer.Option("--min-cosine", help="Student-vs-teacher gate at export.")] = 0.98,
     mh_id: Annotated[int, typer.Option("--mh-id", help="Projection id in npy file names.")] = 1,
+    routed: Annotated[bool, typer.Option("--routed", help="Add teacher_routed.onnx (docs/routing.md).")] = False,
+    router: Annotated[Router, typer.Option("--router", help="screen: proven bound; ivf: k-means groups, "
+                                           "an estimate only.")] = Router.screen,
+    candidates: Annotated[Optional[int], typer.Option("--candidates", help="Routed: K heads scored exactly "
+                                                      "(default: chosen from the teacher).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the manifest as JSON.")] = False,
 ) -> None:
     """Export the teacher (and student) as a verified bundle, or as UnifyWeaver .npy files."""
@@ -281,15 +301,15 @@ def export(
     if fmt is Format.npy:
         from ..exporters.npy import export_npy
 
-        if student is not None:
-            raise InputError("--format npy writes the teacher only", "drop --student or use --format onnx")
+        if student is not None or routed:
+            raise InputError("--format npy writes the teacher only", "drop --student/--routed or use --format onnx")
         written = export_npy(t, out_dir, mh_id=mh_id, force=force)
         out.print(f"wrote {len(written)} .npy files to {out_dir} (float32 little-endian, shape (d,))")
         return
     from ..export import export_onnx
 
     res = export_onnx(t, out_dir, student=student, fold_graph=not no_fold, force=force, min_cosine=min_cosine,
-                      quantize=quantize.value)
+                      quantize=quantize.value, routed=routed, router=router.value, candidates=candidates)
     if as_json:
         emit_json(res.manifest)
         return
@@ -297,6 +317,10 @@ def export(
     for entry in res.manifest["files"]:
         out.print(f"  {entry['path']:44} {entry['bytes']:>10} B  sha256 {entry['sha256'][:16]}…", markup=False)
     print_summary(res.manifest["verification"].get("summary", {}))
+    if routed:
+        report = json.loads((res.out / "reports" / "routing.json").read_text())
+        out.print(report["note"], markup=False)
+        out.print(report["verdict"], markup=False)
 
 
 @app.command()
@@ -342,7 +366,12 @@ def bench(
     quick: Annotated[bool, typer.Option("--quick", help="Short timings for tests and CI.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
     json_out: Annotated[Optional[Path], typer.Option("--out", help="Also write the JSON report here.")] = None,
-    plot: Annotated[Optional[Path], typer.Option("--plot", help="Sweep: write latency vs N as PNG.")] = None,
+    plot: Annotated[Optional[Path], typer.Option("--plot", help="Sweep: write latency vs N as PNG "
+                                                 "(and <stem>_batch<B>.png with fidelity, per batch size).")] = None,
+    temperature: Annotated[float, typer.Option("--temperature", help="Sweep: τ of the synthetic teachers.")] = 0.1,
+    routed: Annotated[bool, typer.Option("--routed/--no-routed", help="Sweep: include the routed teacher.")] = True,
+    candidates: Annotated[Optional[int], typer.Option("--candidates", help="Sweep: routed K (default: as "
+                                                      "export chooses it).")] = None,
 ) -> None:
     """Time teacher and student variants (p50/p90/p99, pinned threads); --sweep finds the crossover N."""
     from ..bench.suites import bench_bundle, bench_sweep, plot_sweep
@@ -368,9 +397,13 @@ def bench(
     if sweep == (bundle is not None):
         raise InputError("pass a bundle folder or --sweep (not both)", "see `h2l bench --help`")
     if sweep:
-        report = bench_sweep(ns, dim=d, providers=provs, batches=batches, threads=threads, quick=quick)
+        report = bench_sweep(ns, dim=d, providers=provs, batches=batches, threads=threads, quick=quick,
+                             temperature=temperature, routed=routed, candidates=candidates, checkpoint=checkpoint)
         if plot is not None:
+            from ..bench.routed import plot_sweep_batches
+
             plot_sweep(report, plot)
+            plot_sweep_batches(report, plot)
     else:
         report = bench_bundle(bundle, checkpoint=checkpoint, providers=provs, batches=batches, threads=threads,
                               quick=quick)
@@ -382,6 +415,8 @@ def bench(
         emit_json(report)
         return
     print_bench(report)
+    if sweep:
+        print_sweep_tables(report)
 
 
 @app.command()

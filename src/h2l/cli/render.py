@@ -14,11 +14,46 @@ out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty()
 def print_summary(summary: dict) -> None:
     for provider, srcs in summary.items():
         for src, fid in srcs.items():
+            if src == "routed":  # routed vs flat teacher, per query source (h2l.verify.routed)
+                for rsrc, r in fid.items():
+                    mass = next(k for k in r if k.startswith("median_"))
+                    out.print(f"  routed vs flat teacher [{provider}, {rsrc}]: mean cos {r['mean_cosine']:.7f}, "
+                              f"min {r['min_cosine']:.7f}, {mass.replace('_', ' ')} {r[mass]:.3g} "
+                              f"(K = {r['candidates']})", markup=False)
+                continue
             if src == "recall_at_1":
                 out.print(f"  recall@1 [{provider}] " + ", ".join(f"{k} {v:.1%}" for k, v in fid.items()), markup=False)
                 continue
             out.print(f"  student vs teacher [{provider}, {src}]: mean cos {fid['mean_cosine']:.5f}, "
                       f"min {fid['min_cosine']:.5f}, top-1 agreement {fid['top1_agreement']:.1%}", markup=False)
+
+
+def print_sweep_tables(report: dict) -> None:
+    """One table per batch size: flat vs routed vs student latency, and fidelity vs the flat teacher."""
+    from ..bench.routed import sweep_table
+
+    for batch in sorted({r["batch"] for r in report["results"]}):
+        cols, rows = sweep_table(report, batch)
+        table = Table(title=f"sweep, batch {batch}, τ = {report.get('temperature')}: µs per query (p50), "
+                            "cosine vs the flat teacher")
+        for c in cols:
+            table.add_column(c, justify="right")
+        for r in rows:
+            table.add_row(*r)
+        out.print(table)
+
+
+def print_routing_profile(p: dict) -> None:
+    """Effective heads and candidates needed (h2l.model.routing_profile), then the verdict in plain words."""
+    eff = p["effective_heads"]
+    out.print(f"effective heads  median {eff['median']:.3g}, p95 {eff['p95']:.3g} (exp entropy of the routing "
+              f"weights, {p['queries']['n']} near-centroid queries; 1 = one head, N = {p['n_heads']} = uniform)",
+              markup=False)
+    for eps, need in p["candidates_needed"].items():
+        bm, ck = need["best_m"], need["certified_k"]
+        out.print(f"mass ≤ {eps:<6}    best-M median {bm['median']:.0f} p95 {bm['p95']:.0f}; int8 screen certifies "
+                  f"it with median {ck['median']:.0f} p95 {ck['p95']:.0f} candidates", markup=False)
+    out.print(p["verdict"], markup=False)
 
 
 def print_report(report) -> None:

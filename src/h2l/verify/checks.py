@@ -102,6 +102,11 @@ def _check_provider(bundle: Bundle, provider: str, sources: dict[str, np.ndarray
         for out_name in bundle.manifest["golden"]["outputs"].get(name, {}):
             err = _max_abs(got[out_name], bundle.golden_output(name, out_name))
             checks.append(Check(name, provider, f"golden:{out_name}", err <= atol, "parity", err, atol))
+    if "routed" in runners:
+        from .routed import check_routed
+
+        checks += check_routed(bundle, provider, runners["routed"], sources, keys, answers, atol, summary, Check,
+                               BATCH_SIZES)
     teacher_ref = {}
     for src, q in sources.items():
         ref_p, ref_w = project_arrays(q, keys, answers)
