@@ -108,6 +108,23 @@ def rt_bundle_b(tmp_path_factory) -> Path:
     return _make_bundle(tmp_path_factory.mktemp("rt_b"), 14, 6)
 
 
+@pytest.fixture(scope="session")
+def rt_routed_bundles(tmp_path_factory) -> list[Path]:
+    """Teacher-only bundles with a routed teacher (H2L_BUNDLE_ROUTED): router screen (K = 8 of N = 64,
+    a proven bound) and router ivf (an estimate)."""
+    from h2l.cli import app
+
+    root = tmp_path_factory.mktemp("rt_routed")
+    save_npz(synthetic_teacher(64, 48, queries_per_head=3, heldout_per_head=1, seed=7), root / "t.npz")
+    out = []
+    for router, extra in (("screen", ["--candidates", "8"]), ("ivf", [])):
+        res = CliRunner().invoke(app, ["export", "--teacher", str(root / "t.npz"), "--out", str(root / router),
+                                       "--routed", "--router", router, *extra])
+        assert res.exit_code == 0, res.output
+        out.append(root / router)
+    return out
+
+
 def run_tool(cmd, cwd, bundle, check=True, **env):
     """Run a cargo/go command with H2L_BUNDLE and ORT_DYLIB_PATH set; the runner's exit status decides."""
     from h2l.runtime.sessions import library_path

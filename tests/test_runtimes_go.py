@@ -4,6 +4,7 @@ Skipped with the reason when go is missing, unless H2L_REQUIRE_RUNTIMES=1 (CI), 
 """
 
 import base64
+import os
 
 import pytest
 
@@ -21,14 +22,18 @@ def h2l_go(rt_bundle, tmp_path_factory):
     return str(exe)
 
 
-def test_go_vet_test_and_cli(rt_bundle, rt_bundle_b, h2l_go, tmp_path):
+def test_go_vet_test_and_cli(rt_bundle, rt_bundle_b, rt_routed_bundles, h2l_go, tmp_path):
     go = need("go")
     run_tool([go, "vet", "./..."], GO, rt_bundle)
-    # -race with both bundles: the hot-reload load test (50 republishes A/B) runs instead of skipping.
-    # run_tool asserts go test's own exit status; -v only lets us see that nothing skipped.
-    p = run_tool([go, "test", "-race", "-v", "-count=1", "./..."], GO, rt_bundle, H2L_BUNDLE_B=str(rt_bundle_b))
+    # -race with every bundle: the hot-reload load test (50 republishes A/B) and the routed tests run
+    # instead of skipping. run_tool asserts go test's own exit status; -v only shows that nothing skipped.
+    routed = os.pathsep.join(str(p) for p in rt_routed_bundles)
+    p = run_tool([go, "test", "-race", "-v", "-count=1", "./..."], GO, rt_bundle,
+                 H2L_BUNDLE_B=str(rt_bundle_b), H2L_BUNDLE_ROUTED=routed)
     assert "--- SKIP" not in p.stdout, p.stdout[-3000:]
-    assert "--- PASS: TestHotReloadUnderLoad" in p.stdout
+    assert "--- PASS: TestHotReloadUnderLoad" in p.stdout and "--- PASS: TestRoutedGoldenAndBound" in p.stdout
+    p = run_tool([h2l_go, str(rt_routed_bundles[0])], GO, rt_bundle)
+    assert "routed.top_heads: max abs diff 0.000e+00 ok" in p.stdout and "FAIL" not in p.stdout
     p = run_tool([h2l_go, str(rt_bundle)], GO, rt_bundle)
     assert "student.projected_embedding: max abs diff" in p.stdout and "FAIL" not in p.stdout
     bad = run_tool([h2l_go, str(tampered(rt_bundle, tmp_path))], GO, rt_bundle, check=False)

@@ -97,11 +97,16 @@ type Model struct {
 }
 
 // Projection is the result for a batch, row-major. Projected is [Batch, dim]; RoutingWeights is
-// [Batch, n_heads] for the teacher (nil otherwise). Floats and Ints hold every output by name.
+// [Batch, n_heads] for the teacher. For the routed teacher TopHeads and TopWeights are [Batch, K] and
+// NeglectedMass is [Batch]: the softmax mass its K candidates left out, a proven upper bound for
+// router "screen", an estimate for "ivf" (Model.Bound says which). Floats and Ints hold every output.
 type Projection struct {
 	Batch          int
 	Projected      []float32
 	RoutingWeights []float32
+	TopHeads       []int64
+	TopWeights     []float32
+	NeglectedMass  []float32
 	Floats         map[string][]float32
 	Ints           map[string][]int64
 }
@@ -313,7 +318,10 @@ func (b *Bundle) Teacher() *Model { return b.models["teacher"] }
 // Student returns the student model, or nil when the bundle has none.
 func (b *Bundle) Student() *Model { return b.models["student"] }
 
-// Model returns "teacher" or "student", or nil.
+// Routed returns the routed teacher (teacher_routed.onnx), or nil when the bundle has none.
+func (b *Bundle) Routed() *Model { return b.models["routed"] }
+
+// Model returns "teacher", "student" or "routed", or nil.
 func (b *Bundle) Model(name string) *Model { return b.models[name] }
 
 // Path resolves a manifest path inside the bundle (absolute, "..", escaping symlinks refused).
@@ -369,6 +377,11 @@ func (m *Model) Project(q []float32) (*Projection, error) {
 		}
 	}
 	res.Projected, res.RoutingWeights = res.Floats["projected_embedding"], res.Floats["routing_weights"]
+	res.TopHeads, res.TopWeights = res.Ints["top_heads"], res.Floats["top_weights"]
+	res.NeglectedMass = res.Floats["neglected_mass_bound"]
+	if res.NeglectedMass == nil {
+		res.NeglectedMass = res.Floats["neglected_mass_estimate"]
+	}
 	return res, nil
 }
 

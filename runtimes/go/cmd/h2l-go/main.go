@@ -98,6 +98,10 @@ func run(args []string, stdout, stderr io.Writer) error {
 	}
 	d := b.Dim()
 	fmt.Fprintf(stdout, "opened %s: N = %d, d = %d, %d golden queries\n", fs.Arg(0), b.Manifest.Teacher.NHeads, d, rows)
+	if r := b.Routed(); r != nil {
+		fmt.Fprintf(stdout, "routed teacher: router %s, K = %d, neglected mass is %s\n", r.Entry.Router, r.Candidates(),
+			map[string]string{"proven": "a proven bound", "estimate": "an estimate"}[r.Bound()])
+	}
 	failed := 0
 	for _, name := range []string{"teacher", "student", "routed"} {
 		if _, present := b.Manifest.Golden.Outputs[name]; !present || b.Model(name) == nil {
