@@ -138,11 +138,18 @@ func hashFile(root *os.Root, rel, wantSha string, wantBytes int64, keep bool) ([
 	return buf.Bytes(), nil
 }
 
-// checkFiles verifies every listed file and returns the verified bytes of each model file.
+// checkFiles verifies every listed file and returns the verified bytes of each model file, the
+// tokenizer and the answers (what Open goes on to use, so none of it is read twice).
 func checkFiles(root *os.Root, m Manifest) (map[string][]byte, error) {
 	modelFiles := map[string]bool{}
 	for _, e := range m.Models {
 		modelFiles[e.File] = true
+	}
+	if m.Tokenizer != nil {
+		modelFiles[m.Tokenizer.File] = true
+	}
+	if m.Answers != nil {
+		modelFiles[m.Answers.File] = true
 	}
 	listed := map[string]bool{}
 	verified := map[string][]byte{}

@@ -119,6 +119,9 @@ type Bundle struct {
 	// ManifestSha256 is the sha256 of the exact manifest bytes the bundle was opened from.
 	ManifestSha256 string
 	models         map[string]*Model // read-only after Open
+	text           *textModel        // encoder + tokenizer, nil without an encoder
+	answers        []string          // answers.jsonl in head order, nil without one
+	answerVecs     []float32         // the teacher's answers [N, d], for the student's nearest answer
 	mu             sync.RWMutex      // Project holds it shared, Close exclusive
 	closed         bool
 }
@@ -288,7 +291,42 @@ func open(dir string, key ed25519.PublicKey) (*Bundle, error) {
 		model.bundle = b
 		b.models[name] = model
 	}
+	if err := b.openText(verified); err != nil {
+		return nil, errors.Join(err, b.Close())
+	}
 	return b, nil
+}
+
+// openText loads the encoder, tokenizer and answers a bundle may carry (issue 13).
+func (b *Bundle) openText(verified map[string][]byte) error {
+	m := b.Manifest
+	if m.Answers != nil {
+		answers, err := readAnswers(verified[m.Answers.File], m)
+		if err != nil {
+			return err
+		}
+		b.answers = answers
+	}
+	e, ok := m.Models["encoder"]
+	if !ok {
+		return nil
+	}
+	if m.Tokenizer == nil {
+		return wrap(ErrManifest, "models.encoder needs a tokenizer entry")
+	}
+	text, err := openEncoder(e, verified[e.File], m.Tokenizer, verified[m.Tokenizer.File], m.Teacher.Dim)
+	if err != nil {
+		return err
+	}
+	b.text = text
+	if _, ok := m.Models["student"]; ok {
+		vecs, err := teacherAnswerVectors(verified[m.Models["teacher"].File], m.Teacher.NHeads, m.Teacher.Dim)
+		if err != nil {
+			return err
+		}
+		b.answerVecs = vecs
+	}
+	return nil
 }
 
 // Close waits for Project calls in flight, then releases the sessions. Later calls return ErrClosed;
@@ -306,8 +344,19 @@ func (b *Bundle) Close() error {
 			errs = append(errs, wrap(ErrRuntime, "closing %s: %w", name, err))
 		}
 	}
+	if b.text != nil {
+		if err := b.text.session.Destroy(); err != nil {
+			errs = append(errs, wrap(ErrRuntime, "closing the encoder: %w", err))
+		}
+	}
 	return errors.Join(errs...)
 }
+
+// HasEncoder says whether the bundle can embed text (EmbedText, Ask).
+func (b *Bundle) HasEncoder() bool { return b.text != nil }
+
+// Answers returns the answer texts in head order, or nil when the bundle carries none.
+func (b *Bundle) Answers() []string { return b.answers }
 
 // Dim is the query embedding dimension.
 func (b *Bundle) Dim() int { return b.Manifest.Teacher.Dim }

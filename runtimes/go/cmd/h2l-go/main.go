@@ -3,6 +3,9 @@
 //	h2l-go BUNDLE            run every golden vector, print the max abs diff per model/output
 //	h2l-go -bench N BUNDLE   also time N single-query and N batch-32 calls per model (JSON lines)
 //	h2l-go --public-key KEY.pub BUNDLE   open only a bundle whose manifest.sig that key made
+//	h2l-go ask [--model M] [--no-embedding] [--public-key KEY.pub] BUNDLE TEXT...
+//	                         one JSON line per text on stdout: text, top_cluster, top_weight, answer,
+//	                         embedding, truncated (needs a bundle exported with --with-encoder)
 //
 // Exit codes (as the h2l CLI): 2 usage, 3 input (bad key file), 5 integrity (signature refused, sha256,
 // manifest, unsafe path, external data),
@@ -10,6 +13,7 @@
 package main
 
 import (
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -45,7 +49,7 @@ func exitCode(err error) int {
 		return 0
 	case errors.Is(err, errUsage):
 		return 2
-	case errors.Is(err, h2l.ErrInput), errors.Is(err, h2l.ErrPublicKey):
+	case errors.Is(err, h2l.ErrInput), errors.Is(err, h2l.ErrPublicKey), errors.Is(err, h2l.ErrNoEncoder):
 		return 3
 	case errors.Is(err, errParity):
 		return 6
@@ -64,6 +68,8 @@ func fixFor(err error) string {
 		return "set ORT_DYLIB_PATH to libonnxruntime.so (h2l ort-lib prints it)"
 	case errors.Is(err, h2l.ErrSignature):
 		return "sign the bundle with the pinned key (h2l sign DIR --key KEY) or pin the publisher's KEY.pub"
+	case errors.Is(err, h2l.ErrNoEncoder):
+		return "export the bundle with h2l export --with-encoder"
 	case errors.Is(err, h2l.ErrInput), errors.Is(err, h2l.ErrPublicKey):
 		return "check the input"
 	case errors.Is(err, h2l.ErrRuntime):
@@ -74,6 +80,9 @@ func fixFor(err error) string {
 }
 
 func run(args []string, stdout, stderr io.Writer) error {
+	if len(args) > 0 && args[0] == "ask" {
+		return runAsk(args[1:], stdout, stderr)
+	}
 	fs := flag.NewFlagSet("h2l-go", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	bench := fs.Int("bench", 0, "time N calls per model and batch size")
@@ -135,6 +144,50 @@ func run(args []string, stdout, stderr io.Writer) error {
 	}
 	if failed > 0 {
 		return fmt.Errorf("%w: %d golden outputs exceed atol %g. fix: re-export the bundle with this onnxruntime", errParity, failed, b.Manifest.Golden.Atol)
+	}
+	return nil
+}
+
+// runAsk prints exactly one JSON line per text on stdout, in input order, and nothing else.
+func runAsk(args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("h2l-go ask", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	model := fs.String("model", "", "teacher, student or routed (default: the student when the bundle has one, else the teacher)")
+	noEmb := fs.Bool("no-embedding", false, "leave the query embedding out of each line")
+	keyFile := fs.String("public-key", "", "KEY.pub: refuse a bundle not signed by this ed25519 key (exit 5)")
+	usage := "fix: h2l-go ask [--model teacher|student|routed] [--no-embedding] [--public-key KEY.pub] BUNDLE TEXT..."
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return err
+		}
+		return fmt.Errorf("%w: %v. %s", errUsage, err, usage)
+	}
+	if fs.NArg() < 2 {
+		return fmt.Errorf("%w: a BUNDLE and at least one TEXT are needed. %s", errUsage, usage)
+	}
+	switch *model {
+	case "", "teacher", "student", "routed":
+	default:
+		return fmt.Errorf("%w: --model %q is not teacher, student or routed. %s", errUsage, *model, usage)
+	}
+	b, err := openBundle(fs.Arg(0), *keyFile)
+	if err != nil {
+		return err
+	}
+	defer b.Close()
+	res, err := b.Ask(fs.Args()[1:], *model)
+	if err != nil {
+		return err
+	}
+	enc := json.NewEncoder(stdout)
+	enc.SetEscapeHTML(false)
+	for _, r := range res {
+		if *noEmb {
+			r.Embedding = nil
+		}
+		if err := enc.Encode(r); err != nil {
+			return err
+		}
 	}
 	return nil
 }
