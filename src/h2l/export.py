@@ -31,6 +31,9 @@ from .model.student import fold, torch_forward
 from .model.teacher import Teacher
 from .verify.checks import raise_for_failures, verify_bundle
 from .model.sampling import sampled_queries
+from .bundle.text import ANSWERS_FILE, GOLDEN_ENCODER, GOLDEN_TEXTS, answers_jsonl
+from .exporters.onnx_encoder import MODEL_NAME, OUTPUT as ENCODER_OUTPUT, TOKENIZER_FILE, check_embedding_model
+from .export_text import ENCODER_FILE, encoder_parts, golden_texts
 
 SOURCE_ATOL = 1e-4  # folded/unfolded ONNX vs the torch model (float32 reassociation)
 GOLDEN_ATOL = 1e-5
@@ -42,11 +45,13 @@ class ExportResult:
     manifest: dict
 
 
+_DTYPES = {onnx.TensorProto.FLOAT: "float32", onnx.TensorProto.INT64: "int64"}
+
+
 def contract(model: onnx.ModelProto) -> dict:
     def one(vi) -> dict:
         dims = [d.dim_param if d.dim_param else d.dim_value for d in vi.type.tensor_type.shape.dim]
-        dtype = "int64" if vi.type.tensor_type.elem_type == onnx.TensorProto.INT64 else "float32"
-        return {"name": vi.name, "dtype": dtype, "shape": dims}
+        return {"name": vi.name, "dtype": _DTYPES[vi.type.tensor_type.elem_type], "shape": dims}
     return {"inputs": [one(v) for v in model.graph.input], "outputs": [one(v) for v in model.graph.output]}
 
 
@@ -126,11 +131,14 @@ def _golden_bytes(arr: np.ndarray) -> bytes:
 
 def export_onnx(teacher: Teacher, out: str | Path, *, student: str | Path | None = None, fold_graph: bool = True,
                 force: bool = False, min_cosine: float = 0.98, seed: int = 0, quantize: str = "none",
-                routed: bool = False, router: str = "screen", candidates: int | None = None) -> ExportResult:
+                routed: bool = False, router: str = "screen", candidates: int | None = None,
+                with_encoder: bool = False) -> ExportResult:
     """Write a verified bundle to ``out``; raises (leaving no bundle) on any failed check.
 
     ``quantize="int8"`` ships the folded student with dynamic int8 weights (all but the output projection).
     ``routed`` adds ``teacher_routed.onnx`` (:mod:`h2l.export_routed`) and reports/routing.json.
+    ``with_encoder`` adds encoder.onnx, tokenizer.json and golden texts (text in, answer out);
+    answers.jsonl ships whenever the teacher kept its answer texts.
     """
     out = Path(out)
     if quantize not in ("none", "int8"):
@@ -138,6 +146,8 @@ def export_onnx(teacher: Teacher, out: str | Path, *, student: str | Path | None
     if quantize == "int8" and (student is None or not fold_graph):
         raise InputError("--quantize int8 applies to a folded student", "pass --student and drop --no-fold")
     check_output_dir(out, force)  # fail fast, before any graph is built
+    if with_encoder:
+        check_embedding_model(teacher.embedding_model)
     check_size(2 * teacher.centroids.nbytes + 4096, "teacher.onnx")  # before building 2 GiB of protobuf
     t_proto = make_teacher_model(teacher)
     check(t_proto)
@@ -159,12 +169,22 @@ def export_onnx(teacher: Teacher, out: str | Path, *, student: str | Path | None
                              f"finish it with `h2l distill ... --out {student} --resume`")
         probe = np.concatenate([golden, sampled_queries(teacher.keys, teacher.temperature, 61, seed + 1)])
         files["student.onnx"], models["student"] = _student_model(ckpt, teacher, fold_graph, ckpt_sha, probe, quantize)
+    text = encoder_parts() if with_encoder else None
+    if text is not None:
+        files[ENCODER_FILE], models["encoder"] = text.data, text.entry
+        files[TOKENIZER_FILE] = text.tokenizer
+    extra: dict = {}
+    if teacher.answer_texts is not None:
+        files[ANSWERS_FILE] = answers_jsonl(teacher.cluster_ids, teacher.answer_texts)
+        extra["answers"] = {"file": ANSWERS_FILE, "count": teacher.n_heads}
     with staged_dir(out, force) as stage:
         golden_map: dict[str, dict[str, str]] = {}
         for rel, data in files.items():
             write_file(stage, rel, data)
         write_file(stage, GOLDEN_INPUTS, npy_bytes(golden))
         for name, entry in models.items():
+            if name == "encoder":
+                continue  # token ids in, not embeddings: golden texts below
             outs = make_runner(files[entry["file"]], "cpu").run(golden)
             for o in entry["outputs"]:
                 rel = f"golden/{name}.{o['name']}.npy"
@@ -172,6 +192,15 @@ def export_onnx(teacher: Teacher, out: str | Path, *, student: str | Path | None
                 golden_map.setdefault(name, {})[o["name"]] = rel
         if routing_report is not None:
             write_file(stage, "reports/routing.json", json_bytes(routing_report))
+        golden_extra: dict = {}
+        if text is not None:
+            texts_doc, emb = golden_texts(text, files, models, teacher)
+            write_file(stage, GOLDEN_TEXTS, json_bytes(texts_doc))
+            write_file(stage, GOLDEN_ENCODER, npy_bytes(emb))
+            golden_map["encoder"] = {ENCODER_OUTPUT: GOLDEN_ENCODER}
+            golden_extra["texts"] = GOLDEN_TEXTS
+            extra["tokenizer"] = {"file": TOKENIZER_FILE, "max_seq_length": text.max_seq_length,
+                                  "embedding_model": MODEL_NAME, "pad_id": text.pad_id}
         if ckpt is not None:
             write_file(stage, "reports/training.json", json_bytes(
                 {"config": ckpt.config.to_dict(), "train_config": ckpt.train_config,
@@ -183,8 +212,9 @@ def export_onnx(teacher: Teacher, out: str | Path, *, student: str | Path | None
                         "cluster_ids": list(teacher.cluster_ids), "embedding_model": teacher.embedding_model,
                         "sha256": teacher.fingerprint()},
             "models": models,
-            "golden": {"inputs": GOLDEN_INPUTS, "outputs": golden_map, "atol": GOLDEN_ATOL, "rows": golden_kinds},
-            "files": [], "versions": versions(),
+            "golden": {"inputs": GOLDEN_INPUTS, "outputs": golden_map, "atol": GOLDEN_ATOL, "rows": golden_kinds,
+                       **golden_extra},
+            **extra, "files": [], "versions": versions(),
             "verification": {"passed": False, "provider": "pending", "min_cosine": min_cosine, "checks": []},
         }
         write_file(stage, MANIFEST, json_bytes({**manifest, "files": file_entries(stage)}))

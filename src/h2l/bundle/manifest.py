@@ -147,7 +147,9 @@ def open_bundle(root: str | Path, *, check_hashes: bool = True) -> Bundle:
             raise IntegrityError(f"bundle file {entry['path']} fails its sha256 check (modified or corrupt)",
                                  "re-export the bundle; do not edit its files")
     referenced = [m["file"] for m in doc["models"].values()] + [doc["golden"]["inputs"]] + \
-        [p for outs in doc["golden"]["outputs"].values() for p in outs.values()]
+        [p for outs in doc["golden"]["outputs"].values() for p in outs.values()] + \
+        [doc[k]["file"] for k in ("tokenizer", "answers") if k in doc] + \
+        ([doc["golden"]["texts"]] if "texts" in doc["golden"] else [])
     for rel in referenced:
         if rel not in listed:
             raise IntegrityError(f"manifest refers to {rel!r} but does not list its sha256", "re-export the bundle")

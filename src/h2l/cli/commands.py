@@ -62,6 +62,12 @@ class Router(str, Enum):
     ivf = "ivf"
 
 
+class AskModel(str, Enum):
+    teacher = "teacher"
+    student = "student"
+    routed = "routed"
+
+
 class Device(str, Enum):
     cpu = "cpu"
     cuda = "cuda"
@@ -292,6 +298,8 @@ def export(
                                            "an estimate only.")] = Router.screen,
     candidates: Annotated[Optional[int], typer.Option("--candidates", help="Routed: K heads scored exactly "
                                                       "(default: chosen from the teacher).")] = None,
+    with_encoder: Annotated[bool, typer.Option("--with-encoder", help="Add encoder.onnx + tokenizer.json "
+                                               "(all-MiniLM-L6-v2) so the bundle takes text.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the manifest as JSON.")] = False,
 ) -> None:
     """Export the teacher (and student) as a verified bundle, or as UnifyWeaver .npy files."""
@@ -301,15 +309,17 @@ def export(
     if fmt is Format.npy:
         from ..exporters.npy import export_npy
 
-        if student is not None or routed:
-            raise InputError("--format npy writes the teacher only", "drop --student/--routed or use --format onnx")
+        if student is not None or routed or with_encoder:
+            raise InputError("--format npy writes the teacher only",
+                             "drop --student/--routed/--with-encoder or use --format onnx")
         written = export_npy(t, out_dir, mh_id=mh_id, force=force)
         out.print(f"wrote {len(written)} .npy files to {out_dir} (float32 little-endian, shape (d,))")
         return
     from ..export import export_onnx
 
     res = export_onnx(t, out_dir, student=student, fold_graph=not no_fold, force=force, min_cosine=min_cosine,
-                      quantize=quantize.value, routed=routed, router=router.value, candidates=candidates)
+                      quantize=quantize.value, routed=routed, router=router.value, candidates=candidates,
+                      with_encoder=with_encoder)
     if as_json:
         emit_json(res.manifest)
         return
@@ -349,6 +359,31 @@ def _load_queries(path: Path, bundle: Path):
     from ..importers.queries import load_query_file
 
     return load_query_file(path, bundle)
+
+
+@app.command()
+@handled
+def ask(
+    bundle: Annotated[Path, typer.Argument(help="Bundle folder exported with --with-encoder.")],
+    texts: Annotated[list[str], typer.Argument(help="One or more questions (quote each).")],
+    model: Annotated[Optional[AskModel], typer.Option("--model", help="teacher, student or routed "
+                                                      "(default: the student when the bundle has one).")] = None,
+    no_embedding: Annotated[bool, typer.Option("--no-embedding", help="Leave the 384 floats out.")] = False,
+    threads: Annotated[int, typer.Option("--threads", help="onnxruntime intra-op threads (0: its default).")] = 1,
+) -> None:
+    """Answer text questions: one JSON line per text on stdout (text, top_cluster, top_weight, answer,
+    embedding, truncated); notes go to stderr."""
+    from ..ask import open_asker
+
+    asker = open_asker(bundle, None if model is None else model.value, threads=threads or None)
+    rows = asker.ask(texts, embedding=not no_embedding)
+    err.print(f"note: model {asker.model}; " + ("answers from answers.jsonl" if asker.answers is not None
+              else "this bundle has no answers.jsonl, so answer is null (cluster ids only)"), markup=False)
+    for i, r in enumerate(rows):
+        if r["truncated"]:
+            err.print(f"note: text #{i + 1} was cut to {asker.encoder.max_seq_length} tokens", markup=False)
+    sys.stdout.write("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+    sys.stdout.flush()
 
 
 @app.command()

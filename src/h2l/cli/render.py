@@ -24,6 +24,10 @@ def print_summary(summary: dict) -> None:
             if src == "recall_at_1":
                 out.print(f"  recall@1 [{provider}] " + ", ".join(f"{k} {v:.1%}" for k, v in fid.items()), markup=False)
                 continue
+            if src == "encoder":
+                out.print(f"  encoder [{provider}] vs golden: max abs {fid['golden_max_abs']:.2e} (one text per call), "
+                          f"{fid['padded_batch_max_abs']:.2e} (padded batch)", markup=False)
+                continue
             out.print(f"  student vs teacher [{provider}, {src}]: mean cos {fid['mean_cosine']:.5f}, "
                       f"min {fid['min_cosine']:.5f}, top-1 agreement {fid['top1_agreement']:.1%}", markup=False)
 
@@ -61,10 +65,10 @@ def print_report(report) -> None:
     for col in ("model", "provider", "check", "value", "gate", "result"):
         table.add_column(col)
     for c in report.checks:
-        val = "" if c.value is None else (f"{c.value:.6f}" if c.check.startswith(("vs_teacher", "recall"))
+        higher = c.check.startswith("vs_teacher") or c.check.endswith("min_cosine")  # gates from below
+        val = "" if c.value is None else (f"{c.value:.6f}" if higher or c.check.startswith("recall")
                                           else f"{c.value:.2e}")
-        gate = "" if c.threshold is None else (f"≥ {c.threshold:g}" if c.check.startswith("vs_teacher")
-                                               else f"≤ {c.threshold:g}")
+        gate = "" if c.threshold is None else (f"≥ {c.threshold:g}" if higher else f"≤ {c.threshold:g}")
         res = "info" if c.kind == "info" else ("[green]pass[/]" if c.passed else "[red]FAIL[/]")
         table.add_row(c.model, c.provider, c.check, val, gate, res)
     out.print(table)

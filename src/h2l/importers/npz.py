@@ -39,8 +39,9 @@ def save_npz(teacher: Teacher, path: str | Path) -> None:
     """Write a teacher .npz with fixed zip timestamps, so equal teachers give equal bytes.
 
     Keys: centroids (N,d) f4, answers (N,d) f4, temperature () f8, cluster_ids (N,) str,
-    name () str, embedding_model () str, format_version () i8, and when queries are stored
-    train_queries, train_labels, heldout_queries, heldout_labels.
+    name () str, embedding_model () str, format_version () i8, when queries are stored
+    train_queries, train_labels, heldout_queries, heldout_labels, and for Q-A teachers
+    answer_texts (N,) str (each head's answer text, in head order).
     """
     arrays = {
         "format_version": np.array(NPZ_FORMAT_VERSION, np.int64),
@@ -55,6 +56,8 @@ def save_npz(teacher: Teacher, path: str | Path) -> None:
         qs = teacher.queries
         arrays.update(train_queries=qs.train, train_labels=qs.train_labels,
                       heldout_queries=qs.heldout, heldout_labels=qs.heldout_labels)
+    if teacher.answer_texts is not None:
+        arrays["answer_texts"] = np.array(teacher.answer_texts, dtype=str)
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w", zipfile.ZIP_STORED) as zf:
         for key, arr in arrays.items():
@@ -96,9 +99,13 @@ def load_npz(path: str | Path) -> Teacher:
         queries = QuerySet(data.get("train_queries", z), data.get("train_labels", e),
                            data.get("heldout_queries", z), data.get("heldout_labels", e))
     ids = data.get("cluster_ids")
+    texts = data.get("answer_texts")
+    if texts is not None and (texts.dtype.kind != "U" or texts.ndim != 1):
+        raise InputError(f"teacher file {path}: answer_texts has dtype {texts.dtype}, shape {texts.shape}",
+                         "store answer_texts as an (N,) str array")
     return make_teacher(
         data["centroids"], data["answers"], np.asarray(data["temperature"]).reshape(-1)[0]
         if np.asarray(data["temperature"]).size == 1 else data["temperature"],
         None if ids is None else [str(i) for i in np.asarray(ids).reshape(-1)],
         name=str(data.get("name", path.stem)), embedding_model=str(data.get("embedding_model", "")),
-        queries=queries)
+        queries=queries, answer_texts=None if texts is None else [str(t) for t in texts])

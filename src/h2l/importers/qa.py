@@ -170,7 +170,8 @@ def build_teacher(clusters: list[QACluster], embed_fn, *, temperature: float = 0
     qs = QuerySet(np.concatenate(tr), np.array(tr_l, np.int64),
                   np.concatenate(ho) if ho_l else np.zeros((0, d), np.float32), np.array(ho_l, np.int64))
     return make_teacher(np.stack(cents), np.stack(answers), temperature, [c.id for c in clusters],
-                        name=name, embedding_model=model, queries=qs)
+                        name=name, embedding_model=model, queries=qs,
+                        answer_texts=[c.answers[0] for c in clusters])  # the cluster's (first) answer text
 
 
 def retrieval_quality(teacher: Teacher, queries: np.ndarray, labels: np.ndarray) -> dict[str, dict[str, float]]:

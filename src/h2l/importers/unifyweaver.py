@@ -83,6 +83,7 @@ def import_lda_db(db: str | Path, mh_id: int = 1) -> Teacher:
             name, temperature = row
             rows = con.execute("SELECT cluster_id, centroid_path, answer_emb_path FROM cluster_heads "
                                "WHERE mh_projection_id = ?", (mh_id,)).fetchall()
+            model = _embedding_model(con, tables, mh_id)
         except sqlite3.DatabaseError as exc:
             raise InputError(f"{db}: unexpected table layout ({exc})",
                              "pass an lda.db written by UnifyWeaver's multi-head LDA trainer") from None
@@ -98,7 +99,23 @@ def import_lda_db(db: str | Path, mh_id: int = 1) -> Teacher:
                 raise InputError(f"head {cid}: {label} is empty or not text", "store the .npy path in lda.db")
         heads.append((str(cid), base / cpath, base / apath))
     c, a, ids = _stack(heads)
-    return make_teacher(c, a, temperature, ids, name=str(name or f"mh_{mh_id}"))
+    return make_teacher(c, a, temperature, ids, name=str(name or f"mh_{mh_id}"), embedding_model=model)
+
+
+def _embedding_model(con: sqlite3.Connection, tables: set[str], mh_id: int) -> str:
+    """The projection's embedding model name (embedding_models.name via multi_head_projections.model_id).
+
+    Older or hand-made dbs without that table or column give "" (unknown), which export
+    --with-encoder then refuses rather than guessing.
+    """
+    if "embedding_models" not in tables:
+        return ""
+    cols = {r[1] for r in con.execute("PRAGMA table_info(multi_head_projections)")}
+    if "model_id" not in cols:
+        return ""
+    row = con.execute("SELECT e.name FROM multi_head_projections p JOIN embedding_models e "
+                      "ON e.model_id = p.model_id WHERE p.mh_projection_id = ?", (mh_id,)).fetchone()
+    return str(row[0]) if row and row[0] is not None else ""
 
 
 def import_npy_dir(folder: str | Path, temperature: float, mh_id: int | None = None) -> Teacher:

@@ -55,6 +55,8 @@ class Teacher:
     name: str = "teacher"
     embedding_model: str = ""
     queries: QuerySet | None = field(default=None, compare=False)
+    #: one answer text per head (teachers built from Q-A text); None for vector-only teachers (lda.db)
+    answer_texts: tuple[str, ...] | None = field(default=None, compare=False)
 
     @property
     def n_heads(self) -> int:
@@ -87,7 +89,8 @@ class Teacher:
 
     def with_queries(self, queries: QuerySet | None) -> "Teacher":
         return make_teacher(self.centroids, self.answers, self.temperature, self.cluster_ids,
-                            name=self.name, embedding_model=self.embedding_model, queries=queries)
+                            name=self.name, embedding_model=self.embedding_model, queries=queries,
+                            answer_texts=self.answer_texts)
 
 
 #: The name before round 2; kept so existing code keeps working.
@@ -133,7 +136,8 @@ def check_queries(q: np.ndarray, dim: int, *, what: str = "query") -> np.ndarray
 
 
 def make_teacher(centroids, answers, temperature, cluster_ids=None, *, name: str = "teacher",
-                 embedding_model: str = "", queries: QuerySet | None = None) -> Teacher:
+                 embedding_model: str = "", queries: QuerySet | None = None,
+                 answer_texts=None) -> Teacher:
     """Validate raw arrays and return a teacher; every problem is an InputError."""
     c = np.asarray(centroids)
     a = np.asarray(answers)
@@ -175,7 +179,12 @@ def make_teacher(centroids, answers, temperature, cluster_ids=None, *, name: str
         raise InputError(f"duplicate cluster id {dup!r}", "make cluster ids unique")
     if queries is not None:
         queries = _check_query_set(queries, c.shape)
-    return Teacher(c, a, tau, ids, name, embedding_model, queries)
+    if answer_texts is not None:
+        answer_texts = tuple(answer_texts)
+        if len(answer_texts) != len(ids) or not all(isinstance(t, str) for t in answer_texts):
+            raise InputError(f"{len(answer_texts)} answer texts for {len(ids)} heads (or a non-string text)",
+                             "give one answer text per head, in head order")
+    return Teacher(c, a, tau, ids, name, embedding_model, queries, answer_texts)
 
 
 def _check_query_set(qs: QuerySet, shape: tuple[int, int]) -> QuerySet:

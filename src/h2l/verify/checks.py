@@ -98,6 +98,11 @@ def _check_provider(bundle: Bundle, provider: str, sources: dict[str, np.ndarray
     batch_atol = INT8_BATCH_ATOL if int8 else atol
     golden = sources["golden"]
     for name, runner in runners.items():
+        if name == "encoder":
+            from .text import check_encoder  # verify.text builds on this module's Check
+
+            checks += check_encoder(bundle, runner, runners, answers, atol, summary)
+            continue
         got = runner.run(golden)
         for out_name in bundle.manifest["golden"]["outputs"].get(name, {}):
             err = _max_abs(got[out_name], bundle.golden_output(name, out_name))
@@ -164,10 +169,17 @@ def verify_bundle(root, *, provider: str = "auto", min_cosine: float = 0.98, que
                "random": rng.standard_normal((64, d)).astype(np.float32)}
     if queries is not None:
         sources["user"] = check_queries(queries, d, what="--queries")
+    from .text import check_answers, check_encoder_vs_st  # verify.text builds on this module's Check
+
     summary: dict = {}
-    checks: list[Check] = []
+    checks: list[Check] = check_answers(bundle)
     for p in providers:
         checks += _check_provider(bundle, p, sources, min_cosine, labels, summary, keys, answers)
+    if "encoder" in bundle.models:
+        st_check, reason = check_encoder_vs_st(bundle)
+        checks += st_check
+        if reason:
+            skipped = [*skipped, ("encoder vs sentence-transformers", reason)]
     return VerifyReport(tuple(checks), tuple(providers), tuple(skipped), min_cosine, summary)
 
 
