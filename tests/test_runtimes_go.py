@@ -40,6 +40,39 @@ def test_go_vet_test_and_cli(rt_bundle, rt_bundle_b, rt_routed_bundles, h2l_go, 
     assert bad.returncode == 5 and "student.onnx fails its sha256 check" in bad.stderr
 
 
+HELD_OUT = ["Why does my chain skip when I pedal hard?", "How should I store my bike over the winter?",
+            "Café au lait spilled on my brake rotors, what now?", "自行车链条怎么清洗？"]
+
+
+def test_go_text_tests_and_ask_agree_with_python(rt_bundle, rt_text_bundle, h2l_go):
+    """Go's tokenizer + encoder against golden ids/embeddings/top clusters, then h2l-go ask vs Python's ask."""
+    import json
+
+    import numpy as np
+
+    from h2l.ask import open_asker
+
+    go = need("go")
+    p = run_tool([go, "test", "-race", "-v", "-count=1", "-run", "Text|Encoder|Ask", "."], GO, rt_bundle,
+                 H2L_BUNDLE_TEXT=str(rt_text_bundle))
+    assert "--- SKIP" not in p.stdout, p.stdout[-3000:]
+    assert "--- PASS: TestTextGoldenIdsEmbeddingsAndTopCluster" in p.stdout
+    p = run_tool([h2l_go, "ask", str(rt_text_bundle), *HELD_OUT], GO, rt_bundle)
+    lines = [json.loads(x) for x in p.stdout.splitlines()]
+    want = open_asker(rt_text_bundle).ask(HELD_OUT)
+    assert len(lines) == len(want) == len(HELD_OUT)
+    for got, ref in zip(lines, want):
+        assert list(got) == ["text", "top_cluster", "top_weight", "answer", "embedding", "truncated"]
+        assert (got["text"], got["top_cluster"], got["answer"], got["truncated"]) == \
+            (ref["text"], ref["top_cluster"], ref["answer"], ref["truncated"])
+        assert np.max(np.abs(np.array(got["embedding"]) - np.array(ref["embedding"]))) <= 1e-5
+        assert abs(got["top_weight"] - ref["top_weight"]) <= 1e-5
+    p = run_tool([h2l_go, "ask", "--no-embedding", str(rt_text_bundle), ""], GO, rt_bundle, check=False)
+    assert p.returncode == 3 and p.stdout == "" and "empty" in p.stderr
+    p = run_tool([h2l_go, "ask", str(rt_bundle), "hello"], GO, rt_bundle, check=False)
+    assert p.returncode == 3 and "no encoder" in p.stderr
+
+
 def test_go_public_key_refusal_exits_5(rt_bundle, h2l_go, tmp_path):
     # An ed25519 SubjectPublicKeyInfo is a fixed 12-byte DER prefix and the 32 key bytes.
     der = bytes.fromhex("302a300506032b6570032100") + bytes(range(32))

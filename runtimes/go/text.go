@@ -128,19 +128,22 @@ func openEncoder(e ModelEntry, data []byte, tok *TokenizerInfo, tokData []byte, 
 }
 
 // Tokenize returns text's token ids as the encoder sees them ([CLS] ... [SEP], cut to the manifest's
-// max_seq_length) and whether the text was cut. Invalid UTF-8 and empty or whitespace-only text are
-// ErrInput; NUL and control characters are dropped, as the BERT normalizer drops them.
+// max_seq_length) and whether the text was cut. As in Python's h2l ask, invalid UTF-8, a NUL byte and
+// empty or whitespace-only text are ErrInput (the BERT normalizer would silently turn them into
+// [CLS] [SEP] or drop the NUL); other control characters are dropped as the normalizer drops them.
 func (b *Bundle) Tokenize(text string) ([]int64, bool, error) {
 	if b.text == nil {
 		return nil, false, wrap(ErrNoEncoder, "re-export it with h2l export --with-encoder")
 	}
-	if !utf8.ValidString(text) {
+	switch {
+	case !utf8.ValidString(text):
 		return nil, false, wrap(ErrInput, "text is not valid UTF-8")
+	case strings.ContainsRune(text, 0):
+		return nil, false, wrap(ErrInput, "text contains a NUL byte")
+	case strings.TrimSpace(text) == "":
+		return nil, false, wrap(ErrInput, "text is empty or whitespace only")
 	}
 	normalized := bertNormalize(text)
-	if strings.TrimSpace(normalized) == "" {
-		return nil, false, wrap(ErrInput, "text %q is empty or only whitespace/control characters", text)
-	}
 	b.text.tokMu.Lock()
 	enc, err := b.text.tok.EncodeSingle(normalized, true)
 	b.text.tokMu.Unlock()

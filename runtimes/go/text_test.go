@@ -27,10 +27,11 @@ func textBundle(t *testing.T) *Bundle {
 }
 
 type goldenText struct {
-	Text       string  `json:"text"`
-	InputIDs   []int64 `json:"input_ids"`
-	Truncated  bool    `json:"truncated"`
-	TopCluster string  `json:"top_cluster"`
+	Text        string            `json:"text"`
+	InputIDs    []int64           `json:"input_ids"`
+	Truncated   bool              `json:"truncated"`
+	TopCluster  string            `json:"top_cluster"`
+	TopClusters map[string]string `json:"top_clusters"` // per model, when the exporter wrote them
 }
 
 func goldenTexts(t *testing.T, b *Bundle) ([]goldenText, []float32) {
@@ -88,6 +89,23 @@ func TestTextGoldenIdsEmbeddingsAndTopCluster(t *testing.T) {
 			t.Errorf("text %d alone: embedding differs from golden by %g", i, d)
 		}
 	}
+	for _, model := range []string{"teacher", "student", "routed"} {
+		if b.Model(model) == nil {
+			continue
+		}
+		res, err := b.Ask(all, model)
+		must(t, err)
+		checked := 0
+		for i, r := range res {
+			if want, ok := texts[i].TopClusters[model]; ok {
+				checked++
+				if r.TopCluster != want {
+					t.Errorf("%s, text %d %.30q: top cluster %q, Python %q", model, i, r.Text, r.TopCluster, want)
+				}
+			}
+		}
+		t.Logf("%s: %d top clusters compared with Python", model, checked)
+	}
 	res, err := b.Ask(all, "")
 	must(t, err)
 	for i, r := range res {
@@ -105,17 +123,18 @@ func TestTextGoldenIdsEmbeddingsAndTopCluster(t *testing.T) {
 
 func TestTextBadInput(t *testing.T) {
 	b := textBundle(t)
-	for _, bad := range []string{"", "   \t\n ", "\xff\xfe not utf-8", "\x00\x01"} {
+	// As Python's h2l ask: each refused with ErrInput, never embedded as [CLS] [SEP].
+	for _, bad := range []string{"", "   \t\n ", "\xff\xfe not utf-8", "brake\x00 pads"} {
 		if _, err := b.EmbedText([]string{"fine", bad}); !errors.Is(err, ErrInput) {
 			t.Errorf("%q: want ErrInput, got %v", bad, err)
 		}
 	}
-	withNul, _, err := b.Tokenize("brake\x00 pads")
+	withCtl, _, err := b.Tokenize("brake\x01 pads")
 	must(t, err)
 	plain, _, err := b.Tokenize("brake pads")
 	must(t, err)
-	if len(withNul) != len(plain) {
-		t.Errorf("NUL is dropped as the BERT normalizer drops it: %v vs %v", withNul, plain)
+	if len(withCtl) != len(plain) {
+		t.Errorf("control characters are dropped as the BERT normalizer drops them: %v vs %v", withCtl, plain)
 	}
 	long := strings.Repeat("wheel spokes and hubs ", 400)
 	ids, cut, err := b.Tokenize(long)
