@@ -191,9 +191,9 @@ func TestNoEncoderIsATypedError(t *testing.T) {
 	}
 }
 
-// BenchmarkAskOneQuestion: text → answer end to end (tokenize, encoder, model, top cluster), one short
-// question, 1 onnxruntime thread; reports p50 and p99 per call.
-func BenchmarkAskOneQuestion(b *testing.B) {
+// benchText times one short question end to end (f: Ask or EmbedText), 1 onnxruntime thread, and
+// reports p50 and p99 per call.
+func benchText(b *testing.B, f func(*Bundle, []string) error) {
 	dir := os.Getenv("H2L_BUNDLE_TEXT")
 	if dir == "" {
 		b.Skip("H2L_BUNDLE_TEXT is not set")
@@ -204,7 +204,7 @@ func BenchmarkAskOneQuestion(b *testing.B) {
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
 		t0 := time.Now()
-		if _, err := bun.Ask(q, ""); err != nil {
+		if err := f(bun, q); err != nil {
 			b.Fatal(err)
 		}
 		times = append(times, float64(time.Since(t0).Microseconds()))
@@ -212,4 +212,14 @@ func BenchmarkAskOneQuestion(b *testing.B) {
 	sort.Float64s(times)
 	b.ReportMetric(times[len(times)/2], "p50_us")
 	b.ReportMetric(times[(len(times)-1)*99/100], "p99_us")
+}
+
+// BenchmarkAskOneQuestion: text -> answer (tokenize, encoder, default model, top cluster, answer).
+func BenchmarkAskOneQuestion(b *testing.B) {
+	benchText(b, func(bun *Bundle, q []string) error { _, err := bun.Ask(q, ""); return err })
+}
+
+// BenchmarkEmbedTextOneQuestion: tokenize + encoder only, to show how much of ask the encoder is.
+func BenchmarkEmbedTextOneQuestion(b *testing.B) {
+	benchText(b, func(bun *Bundle, q []string) error { _, err := bun.EmbedText(q); return err })
 }
