@@ -184,13 +184,30 @@ def rt_bundle_b(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def rt_bundle_routed(rt_bundle, tmp_path_factory) -> Path:
-    """H2L_BUNDLE's teacher with a routed teacher, K = 3 of 10 so the bound is not always 0 (H2L_BUNDLE_ROUTED)."""
+    """H2L_BUNDLE's teacher with a routed teacher, K = 3 of 10 so the bound is not always 0 (Rust's H2L_BUNDLE_ROUTED)."""
     from h2l.cli import app
 
     out = tmp_path_factory.mktemp("rt_routed") / "bundle"
     res = CliRunner().invoke(app, ["export", "--teacher", str(rt_bundle.parent / "t.npz"), "--out", str(out),
                                    "--routed", "--candidates", "3"])
     assert res.exit_code == 0, res.output
+    return out
+
+
+@pytest.fixture(scope="session")
+def rt_routed_bundles(tmp_path_factory) -> list[Path]:
+    """Teacher-only bundles with a routed teacher (Go's H2L_BUNDLE_ROUTED): router screen (K = 8 of N = 64,
+    a proven bound) and router ivf (an estimate)."""
+    from h2l.cli import app
+
+    root = tmp_path_factory.mktemp("rt_routed_go")
+    save_npz(synthetic_teacher(64, 48, queries_per_head=3, heldout_per_head=1, seed=7), root / "t.npz")
+    out = []
+    for router, extra in (("screen", ["--candidates", "8"]), ("ivf", [])):
+        res = CliRunner().invoke(app, ["export", "--teacher", str(root / "t.npz"), "--out", str(root / router),
+                                       "--routed", "--router", router, *extra])
+        assert res.exit_code == 0, res.output
+        out.append(root / router)
     return out
 
 

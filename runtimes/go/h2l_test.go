@@ -7,14 +7,16 @@ package h2l
 import (
 	"encoding/json"
 	"errors"
+	"io/fs"
 	"math"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 )
 
-func bundleDir(t *testing.T) string {
+func bundleDir(t testing.TB) string {
 	t.Helper()
 	dir, lib := os.Getenv("H2L_BUNDLE"), os.Getenv("ORT_DYLIB_PATH")
 	if dir == "" && lib == "" {
@@ -32,16 +34,19 @@ func bundleDir(t *testing.T) string {
 	return dir
 }
 
-func copyDir(t *testing.T, src string) string {
+// copyTree copies a bundle folder (regular files and folders only) to dst.
+func copyTree(t testing.TB, src, dst string) {
 	t.Helper()
-	dst := t.TempDir()
-	err := filepath.Walk(src, func(p string, info os.FileInfo, err error) error {
+	err := filepath.WalkDir(src, func(p string, d fs.DirEntry, err error) error {
 		if err != nil {
 			return err
 		}
-		rel, _ := filepath.Rel(src, p)
+		rel, err := filepath.Rel(src, p)
+		if err != nil {
+			return err
+		}
 		to := filepath.Join(dst, rel)
-		if info.IsDir() {
+		if d.IsDir() {
 			return os.MkdirAll(to, 0o755)
 		}
 		data, err := os.ReadFile(p)
@@ -53,22 +58,56 @@ func copyDir(t *testing.T, src string) string {
 	if err != nil {
 		t.Fatal(err)
 	}
+}
+
+func copyDir(t testing.TB, src string) string {
+	t.Helper()
+	dst := filepath.Join(t.TempDir(), "bundle")
+	copyTree(t, src, dst)
 	return dst
 }
 
-func editManifest(t *testing.T, dir string, f func(map[string]any)) {
+func must(t testing.TB, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+func readJSON(t testing.TB, p string) map[string]any {
+	t.Helper()
+	raw, err := os.ReadFile(p)
+	must(t, err)
+	var v map[string]any
+	must(t, json.Unmarshal(raw, &v))
+	return v
+}
+
+func writeJSON(t testing.TB, p string, v any) {
+	t.Helper()
+	out, err := json.Marshal(v)
+	must(t, err)
+	must(t, os.WriteFile(p, out, 0o644))
+}
+
+func editManifest(t testing.TB, dir string, f func(map[string]any)) {
 	t.Helper()
 	p := filepath.Join(dir, "manifest.json")
-	raw, _ := os.ReadFile(p)
-	var v map[string]any
-	if err := json.Unmarshal(raw, &v); err != nil {
-		t.Fatal(err)
-	}
+	v := readJSON(t, p)
 	f(v)
-	out, _ := json.Marshal(v)
-	if err := os.WriteFile(p, out, 0o644); err != nil {
-		t.Fatal(err)
-	}
+	writeJSON(t, p, v)
+}
+
+func openT(t testing.TB, dir string) *Bundle {
+	t.Helper()
+	b, err := Open(dir)
+	must(t, err)
+	t.Cleanup(func() {
+		if err := b.Close(); err != nil {
+			t.Error(err)
+		}
+	})
+	return b
 }
 
 func maxAbs(a, b []float32) float64 {
@@ -80,52 +119,32 @@ func maxAbs(a, b []float32) float64 {
 }
 
 func TestGoldenVectorsMatchPython(t *testing.T) {
-	b, err := Open(bundleDir(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer b.Close()
-	p, _ := b.Path(b.Manifest.Golden.Inputs)
-	shape, inputs, err := ReadNpyF32(p)
-	if err != nil || shape[1] != b.Dim() {
-		t.Fatalf("golden inputs: %v %v", shape, err)
-	}
+	b := openT(t, bundleDir(t))
+	inputs, _, err := b.Golden()
+	must(t, err)
 	checked := 0
-	for name, outs := range b.Manifest.Golden.Outputs {
-		got, err := b.Model(name).Project(inputs)
-		if err != nil {
-			t.Fatal(err)
+	for name := range b.Manifest.Golden.Outputs {
+		if name == "encoder" { // text in, not query embeddings: TestTextGolden
+			continue
 		}
-		for out, rel := range outs {
-			rp, _ := b.Path(rel)
-			_, want, err := ReadNpyF32(rp)
-			if err != nil {
-				t.Fatal(err)
-			}
-			have := got.Projected
-			if out == "routing_weights" {
-				have = got.RoutingWeights
-			}
-			if len(have) != len(want) {
-				t.Fatalf("%s.%s: length %d != %d", name, out, len(have), len(want))
-			}
-			if d := maxAbs(have, want); d > 1e-5 {
+		got, err := b.Model(name).Project(inputs)
+		must(t, err)
+		diffs, err := b.GoldenDiff(name, got)
+		must(t, err)
+		for out, d := range diffs {
+			if d > 1e-5 {
 				t.Errorf("%s.%s: max abs diff %g > 1e-5", name, out, d)
 			}
 			checked++
 		}
 	}
 	if checked < 2 {
-		t.Fatal("no golden outputs checked")
+		t.Fatalf("only %d golden outputs checked", checked)
 	}
 }
 
 func TestBadInputIsATypedError(t *testing.T) {
-	b, err := Open(bundleDir(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer b.Close()
+	b := openT(t, bundleDir(t))
 	d := b.Dim()
 	if _, err := b.Teacher().Project(make([]float32, d+1)); !errors.Is(err, ErrInput) {
 		t.Errorf("wrong length: %v", err)
@@ -142,6 +161,10 @@ func TestBadInputIsATypedError(t *testing.T) {
 	if err != nil || math.IsNaN(float64(zero.Projected[0])) {
 		t.Errorf("zero query: %v", err)
 	}
+	var none *Model
+	if _, err := none.Project(q); !errors.Is(err, ErrInput) {
+		t.Errorf("nil model: %v", err)
+	}
 }
 
 func TestTamperedMissingSchemaUnsafe(t *testing.T) {
@@ -149,17 +172,18 @@ func TestTamperedMissingSchemaUnsafe(t *testing.T) {
 
 	dir := copyDir(t, src)
 	p := filepath.Join(dir, "teacher.onnx")
-	data, _ := os.ReadFile(p)
+	data, err := os.ReadFile(p)
+	must(t, err)
 	data[len(data)/2] ^= 1
-	os.WriteFile(p, data, 0o644)
-	if _, err := Open(dir); !errors.Is(err, ErrChecksum) || !contains(err.Error(), "teacher.onnx") {
+	must(t, os.WriteFile(p, data, 0o644))
+	if _, err := Open(dir); !errors.Is(err, ErrChecksum) || !strings.Contains(err.Error(), "teacher.onnx") {
 		t.Errorf("tampered: %v", err)
 	}
 
 	dir = copyDir(t, src)
-	os.Remove(filepath.Join(dir, "golden", "inputs.npy"))
-	if _, err := Open(dir); !errors.Is(err, ErrMissing) || !contains(err.Error(), "golden/inputs.npy") {
-		t.Errorf("missing: %v", err)
+	must(t, os.Remove(filepath.Join(dir, "golden", "inputs.npy")))
+	if _, err := Open(dir); !errors.Is(err, ErrMissing) || !errors.Is(err, fs.ErrNotExist) || !strings.Contains(err.Error(), "golden/inputs.npy") {
+		t.Errorf("missing (errors.Is must reach fs.ErrNotExist): %v", err)
 	}
 
 	dir = copyDir(t, src)
@@ -178,20 +202,16 @@ func TestTamperedMissingSchemaUnsafe(t *testing.T) {
 
 	dir = copyDir(t, src)
 	outside := filepath.Join(t.TempDir(), "secret")
-	os.WriteFile(outside, []byte("secret"), 0o644)
-	os.Remove(filepath.Join(dir, "golden", "inputs.npy"))
-	os.Symlink(outside, filepath.Join(dir, "golden", "inputs.npy"))
+	must(t, os.WriteFile(outside, []byte("secret"), 0o644))
+	must(t, os.Remove(filepath.Join(dir, "golden", "inputs.npy")))
+	must(t, os.Symlink(outside, filepath.Join(dir, "golden", "inputs.npy")))
 	if _, err := Open(dir); !errors.Is(err, ErrUnsafePath) {
 		t.Errorf("symlink: %v", err)
 	}
 }
 
 func TestConcurrentProject(t *testing.T) {
-	b, err := Open(bundleDir(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer b.Close()
+	b := openT(t, bundleDir(t))
 	model := b.Student()
 	if model == nil {
 		model = b.Teacher()
@@ -201,9 +221,7 @@ func TestConcurrentProject(t *testing.T) {
 		q[i] = float32(i%7) * 0.01
 	}
 	want, err := model.Project(q)
-	if err != nil {
-		t.Fatal(err)
-	}
+	must(t, err)
 	var wg sync.WaitGroup
 	errs := make(chan error, 8)
 	for g := 0; g < 8; g++ {
@@ -230,13 +248,134 @@ func TestConcurrentProject(t *testing.T) {
 	}
 }
 
-func contains(s, sub string) bool { return len(s) >= len(sub) && (s == sub || indexOf(s, sub) >= 0) }
+// Close while goroutines are inside Project: every call either succeeds with the right answer or
+// returns ErrClosed; none touches a freed session (run under -race; a use-after-free would crash).
+func TestCloseWhileProjectInFlight(t *testing.T) {
+	b, err := Open(bundleDir(t))
+	must(t, err)
+	inputs, _, err := b.Golden()
+	must(t, err)
+	want, err := b.Teacher().Project(inputs)
+	must(t, err)
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	ok, closed := 0, 0
+	started := make(chan struct{}, 8)
+	for g := 0; g < 8; g++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for k := 0; ; k++ {
+				if k == 2 {
+					started <- struct{}{}
+				}
+				got, err := b.Teacher().Project(inputs)
+				mu.Lock()
+				switch {
+				case errors.Is(err, ErrClosed):
+					closed++
+					mu.Unlock()
+					return
+				case err != nil:
+					mu.Unlock()
+					t.Error(err)
+					return
+				case maxAbs(got.Projected, want.Projected) != 0:
+					mu.Unlock()
+					t.Error("answer differs")
+					return
+				}
+				ok++
+				mu.Unlock()
+			}
+		}()
+	}
+	for g := 0; g < 8; g++ {
+		<-started
+	}
+	must(t, b.Close())
+	wg.Wait()
+	must(t, b.Close()) // a second Close is harmless
+	if closed != 8 || ok < 16 {
+		t.Fatalf("%d calls ok, %d goroutines saw ErrClosed (want >= 16 and 8)", ok, closed)
+	}
+}
 
-func indexOf(s, sub string) int {
-	for i := 0; i+len(sub) <= len(s); i++ {
-		if s[i:i+len(sub)] == sub {
-			return i
+func TestSessionsUseVerifiedBytes(t *testing.T) {
+	// A model file replaced after its hash was checked must not reach a session: Open builds sessions
+	// from the bytes it hashed. The hook swaps teacher.onnx for garbage between the check and the build.
+	dir := copyDir(t, bundleDir(t))
+	testHookAfterVerify = func(d string) {
+		if err := os.WriteFile(filepath.Join(d, "teacher.onnx"), []byte("not an onnx model"), 0o644); err != nil {
+			t.Error(err)
 		}
 	}
-	return -1
+	defer func() { testHookAfterVerify = nil }()
+	b, err := Open(dir)
+	if err != nil {
+		t.Fatalf("Open read the swapped file instead of the verified bytes: %v", err)
+	}
+	must(t, b.Close())
+	testHookAfterVerify = nil
+	if _, err := Open(dir); !errors.Is(err, ErrChecksum) {
+		t.Fatalf("the swapped file must fail its sha256 check on the next Open, got %v", err)
+	}
 }
+
+func TestNpyReaders(t *testing.T) {
+	// Headers as numpy 1.x/2.x write them (version 1.0, 64-byte aligned).
+	mk := func(descr, shape string, body []byte) []byte {
+		h := "{'descr': '" + descr + "', 'fortran_order': False, 'shape': " + shape + ", }"
+		for (10+len(h)+1)%64 != 0 {
+			h += " "
+		}
+		h += "\n"
+		out := append([]byte("\x93NUMPY\x01\x00"), byte(len(h)), byte(len(h)>>8))
+		return append(append(out, h...), body...)
+	}
+	i8 := []byte{3, 0, 0, 0, 0, 0, 0, 0, 0xfe, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff}
+	shape, ints, err := ParseNpyI64(mk("<i8", "(1, 2)", i8))
+	must(t, err)
+	if len(shape) != 2 || shape[1] != 2 || ints[0] != 3 || ints[1] != -2 {
+		t.Fatalf("int64: %v %v", shape, ints)
+	}
+	if _, _, err := ParseNpyF32(mk("<i8", "(1, 2)", i8)); !errors.Is(err, ErrInput) {
+		t.Errorf("int64 read as float32: %v", err)
+	}
+	if _, _, err := ParseNpyI64(mk("<i8", "(3,)", i8)); !errors.Is(err, ErrInput) {
+		t.Errorf("short body: %v", err)
+	}
+	_, f, err := ParseNpyF32(mk("<f4", "(1,)", []byte{0, 0, 0x80, 0x3f}))
+	must(t, err)
+	if f[0] != 1 {
+		t.Fatalf("float32: %v", f)
+	}
+}
+
+func benchProject(b *testing.B, model string, batch int) {
+	bun := openT(b, bundleDir(b))
+	m := bun.Model(model)
+	if m == nil {
+		b.Skipf("bundle has no %s", model)
+	}
+	inputs, rows, err := bun.Golden()
+	must(b, err)
+	d := bun.Dim()
+	q := make([]float32, 0, batch*d)
+	for i := 0; i < batch; i++ {
+		r := i % rows
+		q = append(q, inputs[r*d:(r+1)*d]...)
+	}
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		if _, err := m.Project(q); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(b.Elapsed().Microseconds())/float64(b.N*batch), "us/query")
+}
+
+func BenchmarkTeacherBatch1(b *testing.B)  { benchProject(b, "teacher", 1) }
+func BenchmarkTeacherBatch32(b *testing.B) { benchProject(b, "teacher", 32) }
+func BenchmarkStudentBatch1(b *testing.B)  { benchProject(b, "student", 1) }
+func BenchmarkStudentBatch32(b *testing.B) { benchProject(b, "student", 32) }
