@@ -140,6 +140,10 @@ class QueryStream:
 
     def sample(self, batch: int) -> torch.Tensor:
         """``batch`` fresh queries (not normalised: the noise sets their spread)."""
+        return self.sample_with_kinds(batch)[0]
+
+    def sample_with_kinds(self, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Queries and each row's kind (0 centroid mix, 1 perturbed user query, 2 pair of user queries)."""
         dev, gen = self.device, self.gen
         kinds = (self._uniform(batch, 1) >= self._cuts[None, :]).sum(dim=1)
         n, d = self.centroids.shape
@@ -167,7 +171,7 @@ class QueryStream:
         use_shaped = self._uniform(batch, 1) < self.mix.shaped_noise
         noise = F.normalize(torch.where(use_shaped, shaped, white), dim=1)
         scale = self.mix.noise_min + (self.mix.noise_max - self.mix.noise_min) * self._uniform(batch, 1)
-        return base + noise * scale
+        return base + noise * scale, kinds
 
     def batch(self, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
         q = self.sample(batch)
