@@ -70,7 +70,10 @@ def main() -> None:
     ap.add_argument("--layers", type=int, help="layers (default: the (H, L) rule)")
     ap.add_argument("--slots", type=int, default=0, help="memory slots M (--arch memory)")
     ap.add_argument("--batch", type=int, default=TrainConfig().batch_size)
+    ap.add_argument("--plot", type=Path, help="only draw the fidelity–latency front of --out's rows to this PNG")
     args = ap.parse_args()
+    if args.plot:
+        return plot_front(json.loads(args.out.read_text()), args.plot)
     if args.arch:
         return synthetic_rows(args)
     rows = json.loads(args.out.read_text()) if args.out.exists() else {}
@@ -157,6 +160,39 @@ def synthetic_rows(args) -> None:
                       "heldout_sampled": evaluate(model, t, q)}
         print(name, rows[name], flush=True)
         args.out.write_text(json.dumps(rows, indent=2, sort_keys=True) + "\n")
+
+
+def plot_front(rows: dict, path: Path) -> None:
+    """1 − mean cosine against µs/query (1 thread) per N; the flat teacher's latency as a dashed line."""
+    import io
+
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from h2l.atomic import write_bytes_atomic
+
+    timed = {k: r for k, r in rows.items() if "student_us_1thread" in r}
+    ns = sorted({int(r["teacher"].split("N=")[1].split()[0]) for r in timed.values()})
+    fig, ax = plt.subplots(figsize=(7.5, 4.5))
+    for i, n in enumerate(ns):
+        color = f"C{i}"
+        pts = [(r["student_us_1thread"], 1 - r["heldout_sampled"]["mean_cosine"], r["arch"], r["steps"])
+               for r in timed.values() if f"N={n} " in r["teacher"]]
+        ax.scatter([p[0] for p in pts], [p[1] for p in pts], color=color, label=f"student, N = {n}")
+        for x, y, arch, steps in pts:
+            ax.annotate(f"{arch.split()[0]} {steps}", (x, y), fontsize=7, color=color)
+        t_us = [r["teacher_us_1thread"] for r in timed.values() if f"N={n} " in r["teacher"]]
+        ax.axvline(sorted(t_us)[len(t_us) // 2], color=color, ls="--", lw=1, label=f"flat teacher, N = {n}")
+    ax.axhline(1e-3, color="k", lw=0.8, ls=":", label="target mean 0.999")
+    ax.set(xscale="log", yscale="log", xlabel="µs per query (onnxruntime CPU, 1 thread, batch 1)",
+           ylabel="1 − mean cosine (unseen sampled queries)", title="fidelity–latency front (synthetic teachers)")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100, metadata={"Software": None})
+    plt.close(fig)
+    write_bytes_atomic(path, buf.getvalue())
 
 
 if __name__ == "__main__":

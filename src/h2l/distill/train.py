@@ -27,7 +27,7 @@ from ..errors import EXIT_USAGE, H2LError, InputError, ProviderError
 from ..metrics import fidelity
 from ..model.student import ProjectionTransformer, StudentConfig
 from ..model.teacher import Teacher
-from .sampler import QueryStream, SamplerMix, TeacherTorch
+from .sampler import QueryStream, SamplerMix
 
 
 PRECISIONS = ("fp32", "tf32", "bf16")
