@@ -136,7 +136,32 @@ def test_recipe_grows_with_n():
     from h2l.model.sizing import recipe
 
     rs = [recipe(n) for n in (64, 256, 1024, 4096, 16384)]
-    assert all(a.shipped_params <= b.shipped_params for a, b in zip(rs, rs[1:]))
+    assert [r.arch for r in rs] == ["lean", "lean", "memory", "memory", "memory"]
+    mem = [r for r in rs if r.arch == "memory"]
+    assert all(a.slots < b.slots and a.shipped_params < b.shipped_params for a, b in zip(mem, mem[1:]))
     for r in rs:
+        assert r.slots < r.n or r.arch != "memory"
         if r.n >= 4096:
             assert r.macs_folded < r.teacher_macs  # cheaper than the flat teacher where it matters
+
+
+def test_memory_student_distils_exports_and_verifies(tmp_path, teacher_npz, runner):
+    """The memory architecture ships like the others: one ONNX file, export parity, `h2l verify` passes."""
+    import json
+
+    import onnx
+
+    r = runner.invoke(app, ["distill", str(teacher_npz), "--out", str(tmp_path / "s.pt"), "--arch", "memory",
+                            "--slots", "6", "--layers", "1", "--ff-dim", "64", "--steps", "300", "--batch-size", "256",
+                            "--lr", "1e-2", "--quiet"])
+    assert r.exit_code == 0, r.output
+    r = runner.invoke(app, ["export", "--teacher", str(teacher_npz), "--student", str(tmp_path / "s.pt"),
+                            "--out", str(tmp_path / "b")])
+    assert r.exit_code == 0, r.output
+    man = json.loads((tmp_path / "b" / "manifest.json").read_text())
+    assert man["models"]["student"]["architecture"]["arch"] == "memory"
+    assert sorted(p.name for p in (tmp_path / "b").glob("*.onnx")) == ["student.onnx", "teacher.onnx"]
+    ops = {n.op_type for n in onnx.load(str(tmp_path / "b" / "student.onnx")).graph.node}
+    assert "Softmax" in ops
+    r = runner.invoke(app, ["verify", str(tmp_path / "b"), "--provider", "cpu"])
+    assert r.exit_code == 0, r.output
