@@ -104,7 +104,7 @@ def recipe(n: int, dim: int = 384) -> Recipe:
     * N ≤ 64: the lean stack at the (H, L) rule, ff 512, 2000 steps (met the target at N = 64);
     * N ≤ 256: ff 2048, 6000 steps (met the target at N = 256);
     * larger N: the memory student, M = N/4 slots (at least 256) initialised from teacher heads, on a
-      2-layer ff 1024 stack, 12000 steps.  At N = 1024 and 300 steps it beat the lean L4 ff 2048 stack
+      2-layer stack (ff 1024 below N = 4096, ff 512 from there), 12000 steps.  At N = 1024 and 300 steps it beat the lean L4 ff 2048 stack
       (mean 0.882 vs 0.835, top-1 45% vs 8%) at a third of the parameters; 12000 steps is what the lean
       stack needed to come near the target at N = 1024, not a measured optimum for this student.
       Its cost grows as 2·M·d, a quarter of the flat teacher's 2·N·d.
@@ -116,6 +116,7 @@ def recipe(n: int, dim: int = 384) -> Recipe:
         arch, layers, ff, slots, steps, basis = "lean", c.layers, 2048, 0, 6000, "synthetic N=256, ff 2048"
     else:
         slots = max(256, n // 4)
-        arch, layers, ff, steps, basis = "memory", 2, 1024, 12000, "N=1024 300-step rows; steps extrapolated"
+        ff = 1024 if n < 4096 else 512  # ff 512 at N = 4096: 168 µs vs the teacher's 400 µs (1 thread)
+        arch, layers, steps, basis = "memory", 2, 12000, "N=1024/4096 300-step rows; steps extrapolated"
     return Recipe(n, arch, c.heads, layers, ff, slots, steps, shipped_params(dim, layers, ff, slots),
                   macs(dim, layers, ff, True, slots), 2 * n * dim, basis)
