@@ -138,7 +138,8 @@ def test_recipe_grows_with_n():
     rs = [recipe(n) for n in (64, 256, 1024, 4096, 16384)]
     assert [r.arch for r in rs] == ["lean", "lean", "memory", "memory", "memory"]
     mem = [r for r in rs if r.arch == "memory"]
-    assert all(a.slots < b.slots and a.shipped_params < b.shipped_params for a, b in zip(mem, mem[1:]))
+    assert [r.slots for r in mem] == [256, 1024, 4096]  # M = N/4: the compressed teacher grows with N
+    assert mem[-1].shipped_params > mem[0].shipped_params
     for r in rs:
         assert r.slots < r.n or r.arch != "memory"
         if r.n >= 4096:
