@@ -38,4 +38,35 @@ $H2L bench "$W/bundle_routed" --providers cpu,cuda --batch 1,32 --out "$OUT/benc
 python3 -c "import json; print(json.dumps(json.load(open('$OUT/bench_cuda_graph.json')).get('cuda_graph'), indent=1))"
 $H2L bench --sweep --n 16,64,256,1024,4096,16384 --providers cpu,cuda --batch 1,32 --quick \
   --out "$OUT/bench_sweep.json" --plot "$OUT/bench_sweep.png"
+echo "== per-step profile (issue 11): stream, labels, student step, full step at N = 1024 (L4 ff2048) and 16384 (ff512)"
+echo "   targets (H100/H200): full step <= 3 ms at N = 1024, <= 5 ms at N = 16384; sync_free must be true"
+python3 scripts/step_profile.py --device cuda --out "$OUT/step_profile.json"
+echo "== timed large-N distillation: synthetic N = 4096, the recipe \`h2l distill\` picks, tf32, at most 8 minutes"
+python3 - "$W/t4096.npz" <<'PY'
+import sys
+from h2l.importers.npz import save_npz
+from h2l.model.synthetic import synthetic_teacher
+save_npz(synthetic_teacher(4096, 384, seed=4096), sys.argv[1])
+PY
+$H2L arch 4096 | tail -1
+start=$(date +%s)
+timeout 480 $H2L distill "$W/t4096.npz" --out "$W/s4096.pt" --device cuda --precision tf32 --quiet --json \
+  > "$OUT/distill_4096.json"; echo "distill exit code: $? (124 = stopped at 8 minutes; the last checkpoint stands)"
+echo "wall: $(( $(date +%s) - start )) s"
+python3 - "$W/t4096.npz" "$W/s4096.pt" "$OUT/distill_4096_fidelity.json" <<'PY'
+import json, sys
+import torch
+from h2l.distill.checkpoint import load_checkpoint
+from h2l.importers.npz import load_npz
+from h2l.metrics import fidelity
+from h2l.model.sampling import sampled_queries
+t, ck = load_npz(sys.argv[1]), load_checkpoint(sys.argv[2])
+m = ck.model()  # the best state so far, also when the 8-minute limit stopped the run
+q = sampled_queries(t.keys, t.temperature, 2048, seed=12345)
+with torch.no_grad():
+    out = m(torch.from_numpy(q)).numpy()
+row = {"n": 4096, "config": ck.config.to_dict(), "complete": ck.complete, "steps_run": ck.metrics.get("steps_run"),
+       "elapsed_s": (ck.resume or {}).get("elapsed"), "unseen_sampled": fidelity(out, t.project(q)[0], t.answers)}
+print(json.dumps(row)); open(sys.argv[3], "w").write(json.dumps(row, indent=2) + "\n")
+PY
 } 2>&1 | tee "$OUT/gpu_check.log"

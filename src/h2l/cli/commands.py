@@ -201,14 +201,16 @@ def arch(
     ff_dim: Annotated[int, typer.Option("--ff-dim", help="Feed-forward width.")] = 512,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
-    """Size a student: (H, L) with H^L ≥ N, H | d, fewest layers, least overshoot."""
+    """Size a student: (H, L) with H^L ≥ N, H | d, fewest layers, least overshoot; and the recipe distill picks."""
     from dataclasses import asdict
 
-    from ..model.sizing import arch_candidates
+    from ..model.sizing import arch_candidates, recipe
 
     cands = arch_candidates(n, embed_dim, ff_dim=ff_dim, max_heads=max_heads, prefer_heads=prefer_heads)
+    rec = recipe(n, embed_dim)
     if as_json:
-        emit_json({"n": n, "dim": embed_dim, "choice": asdict(cands[0]), "candidates": [asdict(c) for c in cands]})
+        emit_json({"n": n, "dim": embed_dim, "choice": asdict(cands[0]), "candidates": [asdict(c) for c in cands],
+                   "recipe": asdict(rec)})
         return
     table = Table(title=f"students for N = {n}, d = {embed_dim}, ff = {ff_dim}")
     for col in ("", "H", "L", "H^L", "params", "MACs/query", "MACs folded"):
@@ -220,6 +222,10 @@ def arch(
     c = cands[0]
     out.print(f"choice: --heads {c.heads} --layers {c.layers}.  Note: with one query token attention folds away, "
               "so H changes neither parameters nor cost; L does.")
+    slots = f" --slots {rec.slots}" if rec.slots else ""
+    out.print(f"`h2l distill` with no flags picks: --arch {rec.arch} --heads {rec.heads} --layers {rec.layers} "
+              f"--ff-dim {rec.ff_dim}{slots} --steps {rec.steps}  ({rec.shipped_params:,} shipped parameters, "
+              f"{rec.macs_folded:,} MACs/query vs the flat teacher's {rec.teacher_macs:,}; basis: {rec.basis})")
 
 
 @app.command()
@@ -228,11 +234,17 @@ def distill(
     teacher: Annotated[Path, typer.Argument(help="Teacher .npz.")],
     out_path: Annotated[Path, typer.Option("--out", help="Student checkpoint to write.")],
     queries: Annotated[Optional[Path], typer.Option("--queries", help="Extra user queries (.npy n×d).")] = None,
-    heads: Annotated[int, typer.Option("--heads", help="Attention heads H.")] = 4,
-    layers: Annotated[int, typer.Option("--layers", help="Encoder layers L.")] = 2,
-    ff_dim: Annotated[int, typer.Option("--ff-dim", help="Feed-forward width.")] = 512,
-    steps: Annotated[int, typer.Option("--steps", help="Optimizer steps (batches of fresh queries).")] = 2000,
-    batch_size: Annotated[int, typer.Option("--batch-size", help="Queries per step.")] = 1024,
+    heads: Annotated[Optional[int], typer.Option("--heads", help="Attention heads H [default: from N].")] = None,
+    layers: Annotated[Optional[int], typer.Option("--layers", help="Encoder layers L [default: from N].")] = None,
+    ff_dim: Annotated[Optional[int], typer.Option("--ff-dim", help="Feed-forward width [default: from N].")] = None,
+    arch: Annotated[Optional[str], typer.Option("--arch", help="Student: lean (Q/K dropped), transformer "
+                                                "(literal seed graph) or memory (+ M slots) [default: from N].")] = None,
+    slots: Annotated[Optional[int], typer.Option("--slots", help="Memory slots M for --arch memory.")] = None,
+    steps: Annotated[Optional[int], typer.Option("--steps", help="Optimizer steps (batches of fresh queries) "
+                                                 "[default: from N, see `h2l arch N`].")] = None,
+    batch_size: Annotated[int, typer.Option("--batch-size", help="Queries per step (global: split over "
+                                            "torchrun ranks).")] = 1024,
+    precision: Annotated[str, typer.Option("--precision", help="fp32, or on CUDA tf32 / bf16.")] = "fp32",
     lr: Annotated[float, typer.Option("--lr", help="Peak AdamW learning rate.")] = 3e-3,
     cosine_weight: Annotated[float, typer.Option("--cosine-weight", help="λ in (1−λ)·MSE + λ·(1−cos).")] = 0.7,
     mix: Annotated[list, typer.Option("--mix", parser=Shares(3), metavar="FLOATS",
@@ -246,23 +258,40 @@ def distill(
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar (CI logs).")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the final metrics as JSON.")] = False,
 ) -> None:
-    """Distil a teacher into a ProjectionTransformer on a stream of teacher-labelled fresh queries."""
+    """Distil a teacher into a student on a stream of teacher-labelled fresh queries.
+
+    With no architecture flags the student and steps come from N (`h2l arch N` shows them).  Under
+    `torchrun --nproc-per-node K -m h2l distill ...` the run is data-parallel; rank 0 writes --out.
+    """
     from ..distill.sampler import SamplerMix
     from ..distill.train import TrainConfig
     from ..distill.train import distill as run_distill
     from ..importers.queries import load_npy_queries
+    from ..model.sizing import recipe
     from ..model.student import StudentConfig
     from ..model.teacher import check_queries
     from ..importers.npz import load_npz
 
     t = load_npz(teacher)
+    rec = recipe(t.n_heads, t.dim)
+    # flags given win; the rest comes from the recipe for N when the architecture matches it
+    kind = arch or ("memory" if slots else rec.arch if (heads, layers, ff_dim) == (None,) * 3 else "lean")
+    same = kind == rec.arch
+    pick = lambda v, default: default if v is None else v  # noqa: E731
+    scfg = StudentConfig(t.dim, pick(heads, rec.heads), pick(layers, rec.layers if same else 2),
+                         pick(ff_dim, rec.ff_dim if same else 512), arch=kind,
+                         slots=pick(slots, (rec.slots if same else max(256, t.n_heads // 4)) if kind == "memory"
+                                    else 0))
+    steps = pick(steps, rec.steps)
     if not resume:
         check_output_file(out_path, force)
     q = None if queries is None else check_queries(load_npy_queries(queries), t.dim, what="--queries")
     cfg = TrainConfig(steps=steps, batch_size=batch_size, lr=lr, cosine_weight=cosine_weight, eval_every=eval_every,
-                      patience=patience, seed=seed, mix=SamplerMix(*mix))
-    res = run_distill(t, out_path, student=StudentConfig(t.dim, heads, layers, ff_dim), config=cfg, queries=q,
+                      patience=patience, seed=seed, mix=SamplerMix(*mix), precision=precision)
+    res = run_distill(t, out_path, student=scfg, config=cfg, queries=q,
                       device=device.value, resume=resume, quiet=quiet or as_json)
+    if res.checkpoint is None:  # a torchrun rank other than 0: rank 0 reports
+        return
     final = res.checkpoint.metrics["final"]
     if as_json:
         emit_json({"checkpoint": str(out_path), "wall_seconds": res.report["wall_seconds"], "final": final})

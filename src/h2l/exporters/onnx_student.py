@@ -61,7 +61,18 @@ def make_folded_student_model(folded: FoldedStudent, metadata: dict[str, str]) -
         ]
         x = f"{p}.out"
     inits += [initializer("w_out", folded.w_out.T), initializer("b_out", folded.b_out)]
-    nodes.append(helper.make_node("Gemm", [x, "w_out", "b_out"], [PROJECTED_NAME], transB=1, name=OUTPUT_NODE))
+    if folded.mem_keys is None:
+        nodes.append(helper.make_node("Gemm", [x, "w_out", "b_out"], [PROJECTED_NAME], transB=1, name=OUTPUT_NODE))
+    else:  # arch "memory": + softmax(q̂·Kᵀ)·V over M learned slots
+        q_in = "q_hat" if folded.config.normalize_input else INPUT_NAME
+        inits += [initializer("mem_keys", folded.mem_keys), initializer("mem_values", folded.mem_values)]
+        nodes += [
+            helper.make_node("Gemm", [x, "w_out", "b_out"], ["stack_out"], transB=1, name=OUTPUT_NODE),
+            helper.make_node("Gemm", [q_in, "mem_keys"], ["mem_scores"], transB=1, name="mem_scores"),
+            helper.make_node("Softmax", ["mem_scores"], ["mem_weights"], axis=-1, name="mem_softmax"),
+            helper.make_node("MatMul", ["mem_weights", "mem_values"], ["mem_read"], name="mem_read"),
+            helper.make_node("Add", ["stack_out", "mem_read"], [PROJECTED_NAME], name="mem_add"),
+        ]
     graph = helper.make_graph(nodes, "h2l_student_folded", [query_input(d)], [output(PROJECTED_NAME, d)], inits)
     return make_model(graph, {**metadata, "h2l.role": "student", "h2l.folded": "true"})
 
