@@ -43,9 +43,7 @@ def test_refusals(tmp_path):
     with pytest.raises(InputError, match="does not exist"):
         load_checkpoint(tmp_path / "none.pt")
     (tmp_path / "junk.pt").write_bytes(b"not torch")
-    # refused as input (exit 3); torch reports non-zip junk as an unpickling failure, so the message
-    # currently says "outside plain tensors" rather than "not a readable torch file" (distill/ owner)
-    with pytest.raises(InputError, match="junk.pt"):
+    with pytest.raises(InputError, match="junk.pt is not a readable torch file"):
         load_checkpoint(tmp_path / "junk.pt")
     torch.save({"format": "other"}, tmp_path / "other.pt")
     with pytest.raises(InputError, match="not an h2l student checkpoint"):

@@ -80,3 +80,20 @@ def test_equality_on_array_dataclasses_does_not_raise():
     assert len({a, b}) == 2  # hashable by identity
     q = QuerySet(np.zeros((1, 2)), np.zeros(1), np.zeros((0, 2)), np.zeros(0))
     assert q == q and q != QuerySet(np.zeros((1, 2)), np.zeros(1), np.zeros((0, 2)), np.zeros(0))
+
+
+def test_equality_on_student_dataclasses_does_not_raise():
+    import torch
+
+    from h2l.distill.checkpoint import StudentCheckpoint
+    from h2l.model.student import ProjectionTransformer, StudentConfig, fold
+
+    cfg = StudentConfig(16, heads=2, layers=1, ff_dim=8)
+    torch.manual_seed(0)
+    model = ProjectionTransformer(cfg)
+    f1, f2 = fold(model), fold(model)
+    assert f1 == f1 and f1 != f2 and f1.layers[0] != f2.layers[0]  # by identity, never an ambiguous-truth error
+    args = dict(config=cfg, state_dict=model.state_dict(), teacher_sha256="ab" * 32, train_config={},
+                metrics={}, history={}, complete=True, resume=None)
+    c1, c2 = StudentCheckpoint(**args), StudentCheckpoint(**args)
+    assert c1 == c1 and c1 != c2

@@ -22,7 +22,7 @@ FORMAT = "h2l-student"
 FORMAT_VERSION = 1
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # holds tensors: a generated __eq__ would raise
 class StudentCheckpoint:
     config: StudentConfig
     state_dict: dict
@@ -64,6 +64,9 @@ def load_checkpoint_with_sha(path: str | Path) -> tuple[StudentCheckpoint, str]:
 
 
 def _parse(data: bytes, path: Path) -> StudentCheckpoint:
+    if not data.startswith(b"PK\x03\x04"):  # torch.save writes a zip; anything else is not ours to unpickle
+        raise InputError(f"student checkpoint {path} is not a readable torch file (not a torch.save zip archive)",
+                         "re-run `h2l distill`")
     try:
         doc = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:

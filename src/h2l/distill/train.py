@@ -361,11 +361,10 @@ def write_report(out: Path, report: dict) -> None:
     """``<out>.report.json`` (curves, metrics, wall time) and ``<out>.report.png`` (loss and val cosine)."""
     import json
 
-    from ..atomic import write_bytes_atomic
+    from ..atomic import png_bytes, write_bytes_atomic
 
     write_bytes_atomic(out.with_name(out.name + ".report.json"),
                        (json.dumps(report, indent=2, sort_keys=True, default=float) + "\n").encode())
-    import io
 
     import matplotlib
     matplotlib.use("Agg")
@@ -382,8 +381,7 @@ def write_report(out: Path, report: dict) -> None:
     ax2.set(xlabel="step", ylabel="1 − mean cosine (log)", title="validation (student vs teacher)")
     ax2.legend()
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100, metadata={"Software": None})
+    data = png_bytes(fig)
     plt.close(fig)
-    write_bytes_atomic(out.with_name(out.name + ".report.png"), buf.getvalue())
+    write_bytes_atomic(out.with_name(out.name + ".report.png"), data)
 

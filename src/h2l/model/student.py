@@ -178,7 +178,7 @@ class ProjectionTransformer(nn.Module):
 
 # ------------------------------------------------------------------ folding
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # holds arrays: a generated __eq__ would raise
 class FoldedLayer:
     w_attn: np.ndarray  # (d, d), applied as x @ w_attn: (I + Wo·Wv)ᵀ, input projection folded in layer 0
     b_attn: np.ndarray
@@ -194,7 +194,7 @@ class FoldedLayer:
     ln2_eps: float
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # holds arrays: a generated __eq__ would raise
 class FoldedStudent:
     """A student as plain float32 matrices; ``forward`` is the numpy reference of the folded graph."""
 
@@ -269,8 +269,3 @@ def torch_forward(model: ProjectionTransformer, q: np.ndarray) -> np.ndarray:
     """Run the unfolded model in eval mode on CPU float32 (the export's source of truth)."""
     model.eval()
     return model(torch.from_numpy(np.ascontiguousarray(q, np.float32))).numpy()
-
-
-def gelu_check() -> float:  # pragma: no cover - debugging aid
-    x = torch.linspace(-4, 4, 101)
-    return float((F.gelu(x) - 0.5 * x * (1 + torch.erf(x / 2 ** 0.5))).abs().max())
