@@ -17,6 +17,12 @@ def test_demo_runs_end_to_end_and_reruns(tmp_path, runner):
         assert step in r.stdout
     s = json.loads((out / "demo-summary.json").read_text())
     assert s["verify"]["passed"] and (out / "bundle" / "manifest.json").is_file()
+    from h2l.importers.embed import available
+
+    if available()[0]:  # text in, answer out: two questions through Python, then the Rust and Go commands
+        assert len(s["ask"]) == 2 and all(a["answer"] for a in s["ask"]) and "ask (Python" in r.stdout
+        assert "h2l-rs -- ask" in r.stdout and "h2l-go ask" in r.stdout
+        assert (out / "bundle" / "encoder.onnx").is_file()
     assert {(x["model"], x["variant"]) for x in s["latency_us"]} >= {("teacher", "numpy"), ("student", "ort_folded")}
     r = runner.invoke(app, ["demo", "--out", str(out), "--steps", "200", "--quiet"])  # a previous demo is replaced
     assert r.exit_code == 0, r.output

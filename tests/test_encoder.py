@@ -237,3 +237,17 @@ def test_shared_unifyweaver_qa_gives_an_encoder_bundle(tmp_path, runner, shared_
     assert r.exit_code == 0, r.output
     row = json.loads(r.stdout)
     assert row["top_cluster"] == "csv_data_source" and "CSV" in row["answer"]
+
+
+def test_answer_texts_round_trip_and_validation(tmp_path, demo_teacher_npz):
+    from h2l.errors import InputError
+    from h2l.model.teacher import make_teacher
+
+    t = load_npz(demo_teacher_npz)
+    assert len(t.answer_texts) == t.n_heads and t.answer_texts[0].startswith("Take the wheel off")
+    with pytest.raises(InputError, match="answer texts"):
+        make_teacher(t.centroids, t.answers, t.temperature, t.cluster_ids, answer_texts=t.answer_texts[:-1])
+    bare = make_teacher(t.centroids, t.answers, t.temperature, t.cluster_ids)
+    save_npz(bare, tmp_path / "bare.npz")
+    assert load_npz(tmp_path / "bare.npz").answer_texts is None
+    assert bare.fingerprint() == t.fingerprint()  # answer texts do not change the math, nor the student's pairing

@@ -17,6 +17,8 @@ from .atomic import staged_dir
 from .errors import OutputError
 
 MARKER = "demo-summary.json"
+#: asked of the demo bundle at the end (neither is in bike_qa.json)
+QUESTIONS = ("my back tyre keeps going flat, how do I patch it?", "the chain skips when I pedal hard")
 
 
 @dataclass(frozen=True)
@@ -75,9 +77,15 @@ def _run(stage: Path, out: Path, *, steps: int, log, quiet: bool) -> dict:
         f"{quality['plain_cosine']['recall_at_1']:.1%}, projection {quality['projection']['recall_at_1']:.1%}")
     log(f"[2/5] distilling a student ({steps} steps of 1024 fresh teacher-labelled queries)")
     res = distill(teacher, stage / "student.pt", config=TrainConfig(steps=steps), quiet=quiet)
-    log("[3/5] exporting teacher.onnx + student.onnx (folded) and verifying on CPU")
+    from .importers.embed import available
+
+    text_ok, text_reason = available()
+    log("[3/5] exporting teacher.onnx + student.onnx (folded)" + (" + encoder.onnx and tokenizer.json"
+                                                                 if text_ok else "") + " and verifying on CPU")
+    if not text_ok:
+        log(f"      no encoder in the bundle: {text_reason}; `pip install 'h2l[embed]'` adds text in, answer out")
     bundle = stage / "bundle"
-    export_onnx(teacher, bundle, student=stage / "student.pt")
+    export_onnx(teacher, bundle, student=stage / "student.pt", with_encoder=text_ok)
     log("[4/5] verify (CPU; CUDA too when it really runs)")
     report = verify_bundle(bundle, provider="auto")
     raise_for_failures(report)
@@ -95,5 +103,13 @@ def _run(stage: Path, out: Path, *, steps: int, log, quiet: bool) -> dict:
         "latency_us": [{"model": t.model, "variant": t.variant, "provider": t.provider, "batch": t.batch,
                         "p50_us": t.p50_us, "per_query_us": t.per_query_p50_us} for t in timings],
     }
+    if text_ok:
+        from .ask import open_asker
+
+        asked = open_asker(bundle, threads=1).ask(list(QUESTIONS), embedding=False)
+        summary["ask"] = [{k: r[k] for k in ("text", "top_cluster", "top_weight", "answer")} for r in asked]
+        for r in asked:
+            log(f"ask (Python, student): {r['text']!r} → {r['top_cluster']} ({r['top_weight']:.3f}): "
+                f"{r['answer'][:90]}…")
     (stage / MARKER).write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
     return summary

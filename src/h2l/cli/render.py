@@ -123,7 +123,15 @@ def print_demo_summary(s: dict) -> None:
     out.print(f"  at N = {s['n_heads']} the fastest {winner} wins on this CPU ({best['teacher']:.1f} µs teacher vs "
               f"{best['student']:.1f} µs student, single query)"
               + ("; the student pays off only at large N (docs/bench.md)" if winner == "teacher" else ""))
-    out.print(f"  bundle: {s['bundle']} (manifest.json, teacher.onnx, student.onnx, golden/)")
+    out.print(f"  bundle: {s['bundle']} (manifest.json, teacher.onnx, student.onnx, "
+              + ("encoder.onnx, tokenizer.json, answers.jsonl, " if s.get("ask") else "") + "golden/)")
     out.print(f"  Rust:  H2L_BUNDLE={s['bundle']} ORT_DYLIB_PATH=$(h2l ort-lib) cargo run --manifest-path runtimes/rust/Cargo.toml --bin h2l-rs -- "
               f"{s['bundle']}", markup=False)
     out.print(f"  Go:    cd runtimes/go && ORT_DYLIB_PATH=$(h2l ort-lib) go run ./cmd/h2l-go {s['bundle']}", markup=False)
+    if s.get("ask"):
+        q = s["ask"][0]["text"]
+        out.print(f"  ask:   h2l ask {s['bundle']} \"{q}\" --no-embedding", markup=False)
+        out.print(f"  Rust:  ORT_DYLIB_PATH=$(h2l ort-lib) cargo run --manifest-path runtimes/rust/Cargo.toml --bin h2l-rs -- "
+                  f"ask {s['bundle']} \"{q}\"", markup=False)
+        out.print(f"  Go:    cd runtimes/go && ORT_DYLIB_PATH=$(h2l ort-lib) go run ./cmd/h2l-go ask {s['bundle']} \"{q}\"",
+                  markup=False)
