@@ -40,7 +40,7 @@ def encoder_parts() -> EncoderParts:
     Cached per process: the export is deterministic (tests/test_encoder.py checks equal bytes across
     processes), so a second bundle in one process reuses the bytes instead of 10 s of tracing.
     """
-    from .export import contract  # the manifest's contract shape; export imports this module lazily
+    from .exporters.onnx_common import contract
 
     st = sentence_transformer(MODEL_NAME)
     proto = make_encoder_model(st)
