@@ -270,3 +270,30 @@ def test_routed_export_is_byte_stable(tmp_path, router):
     a, b = ((tmp_path / n / "manifest.json").read_bytes() for n in ("a", "b"))
     assert a == b and (tmp_path / "a" / "teacher_routed.onnx").read_bytes() == \
         (tmp_path / "b" / "teacher_routed.onnx").read_bytes()
+
+
+def test_bench_refuses_a_tampered_routed_teacher(routed_bundle, runner, tmp_path):
+    """bench loads teacher_routed.onnx from its verified bytes: a flipped byte is exit 5, never timed."""
+    import shutil
+
+    b = tmp_path / "b"
+    shutil.copytree(routed_bundle, b)
+    p = b / "teacher_routed.onnx"
+    data = bytearray(p.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    p.write_bytes(bytes(data))
+    r = runner.invoke(app, ["bench", str(b), "--providers", "cpu", "--batch", "1", "--quick"])
+    assert r.exit_code == 5, r.output
+    assert "teacher_routed.onnx fails its sha256 check" in r.stderr
+
+
+def test_router_options_without_routed_are_usage_errors(runner, tmp_path):
+    t = tmp_path / "t.npz"
+    from h2l.importers.npz import save_npz
+
+    save_npz(synthetic_teacher(8, 16, seed=1), t)
+    for extra in (["--candidates", "4"], ["--router", "ivf"]):
+        r = runner.invoke(app, ["export", "--teacher", str(t), "--out", str(tmp_path / "o"), *extra])
+        assert r.exit_code == 2, r.output
+        assert "apply to the routed teacher" in r.stderr
+        assert not (tmp_path / "o").exists()

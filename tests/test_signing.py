@@ -292,3 +292,15 @@ def test_signing_failure_on_force_keeps_the_old_signed_bundle(tmp_path, signed, 
     assert {p: (b / p).read_bytes() for p in before} == before
     assert sorted(os.listdir(tmp_path)) == ["b"]
     assert open_bundle(b, public_key=keys[0][1]).key_id
+
+
+def test_ask_and_verify_queries_refuse_an_unpinned_bundle_first(tmp_path, runner, signed, keys):
+    """--public-key is checked before anything else: ask, and verify --queries (before embedding them)."""
+    r = runner.invoke(app, ["ask", str(signed), "how do I fix it?", "--public-key", str(keys[1][1])])
+    assert r.exit_code == 5, r.output
+    assert "signed by another key" in r.stderr
+    qa = tmp_path / "q.json"
+    qa.write_text('{"clusters": []}')  # never read: the signature is refused first
+    r = runner.invoke(app, ["verify", str(signed), "--queries", str(qa), "--public-key", str(keys[1][1])])
+    assert r.exit_code == 5, r.output
+    assert "signed by another key" in r.stderr

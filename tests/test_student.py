@@ -160,3 +160,18 @@ def test_unfolded_export_is_single_file_reproducible_and_equal(arch, slots):
 def test_heads_must_divide_dim():
     with pytest.raises(InputError, match="does not divide d = 30"):
         ProjectionTransformer(StudentConfig(30, heads=4))
+
+
+@pytest.mark.parametrize("n", [30, 300, 5000])
+def test_cli_and_api_pick_the_student_h2l_arch_shows(n, runner):
+    """`h2l distill` and h2l.distill_teacher share choose_student, which follows `h2l arch N`'s recipe."""
+    import json
+
+    from h2l.model.student import choose_student
+
+    rec = json.loads(runner.invoke(app, ["arch", str(n), "--json"]).stdout)["recipe"]
+    cfg, steps = choose_student(n, 384)
+    assert (cfg.arch, cfg.layers, cfg.ff_dim, steps) == (rec["arch"], rec["layers"], rec["ff_dim"], rec["steps"])
+    assert cfg.slots == (rec["slots"] if rec["arch"] == "memory" else 0)
+    flagged, _ = choose_student(n, 384, arch="lean", ff_dim=64)
+    assert (flagged.arch, flagged.ff_dim) == ("lean", 64)

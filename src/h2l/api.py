@@ -52,37 +52,51 @@ def save_teacher(teacher: Teacher, path: str | Path) -> None:
     save_npz(teacher, path)
 
 
-def distill_teacher(teacher: Teacher, out: str | Path, *, heads: int = 4, layers: int = 2, ff_dim: int = 512,
-                    steps: int = 2000, batch_size: int = 1024, seed: int = 0, device: str = "cpu",
+def distill_teacher(teacher: Teacher, out: str | Path, *, arch: str | None = None, heads: int | None = None,
+                    layers: int | None = None, ff_dim: int | None = None, slots: int | None = None,
+                    steps: int | None = None, batch_size: int = 1024, seed: int = 0, device: str = "cpu",
                     queries: np.ndarray | None = None, resume: bool = False, quiet: bool = True, **train):
     """Distil ``teacher`` into a student checkpoint at ``out``; returns the DistillResult (checkpoint, report).
 
-    Extra keyword arguments go to :class:`h2l.distill.train.TrainConfig` (lr, cosine_weight, patience, ...).
+    Architecture and steps left as None come from N, exactly as ``h2l distill`` picks them (``h2l arch N``).
+    Extra keyword arguments go to :class:`h2l.distill.train.TrainConfig` (lr, cosine_weight, precision, ...).
     """
     from .distill.train import TrainConfig, distill
-    from .model.student import StudentConfig
+    from .model.student import choose_student
 
+    student, steps = choose_student(teacher.n_heads, teacher.dim, arch=arch, heads=heads, layers=layers,
+                                    ff_dim=ff_dim, slots=slots, steps=steps)
     cfg = TrainConfig(steps=steps, batch_size=batch_size, seed=seed, **train)
-    return distill(teacher, out, student=StudentConfig(teacher.dim, heads, layers, ff_dim), config=cfg,
-                   queries=queries, device=device, resume=resume, quiet=quiet)
+    return distill(teacher, out, student=student, config=cfg, queries=queries, device=device, resume=resume,
+                   quiet=quiet)
 
 
 def export_bundle(teacher: Teacher, out: str | Path, *, student: str | Path | None = None, force: bool = False,
-                  fold: bool = True, quantize: str = "none", min_cosine: float = 0.98, seed: int = 0):
-    """Write a verified bundle to ``out`` (nothing is left on failure); returns the ExportResult (out, manifest)."""
+                  fold: bool = True, quantize: str = "none", min_cosine: float = 0.98, seed: int = 0,
+                  routed: bool = False, router: str = "screen", candidates: int | None = None,
+                  with_encoder: bool = False, sign_key: str | Path | None = None):
+    """Write a verified bundle to ``out`` (nothing is left on failure); returns the ExportResult (out, manifest).
+
+    The keywords are ``h2l export``'s flags: ``routed``/``router``/``candidates`` add teacher_routed.onnx,
+    ``with_encoder`` adds encoder.onnx and tokenizer.json, ``sign_key`` publishes it signed."""
     from .export import export_onnx
 
     return export_onnx(teacher, out, student=student, fold_graph=fold, force=force, min_cosine=min_cosine,
-                       seed=seed, quantize=quantize)
+                       seed=seed, quantize=quantize, routed=routed, router=router, candidates=candidates,
+                       with_encoder=with_encoder, sign_key=sign_key)
 
 
 def verify_bundle(path: str | Path, *, provider: str = "cpu", min_cosine: float = 0.98,
-                  queries: np.ndarray | None = None, check: bool = True):
-    """Run every check of ``h2l verify``; returns the VerifyReport, and with ``check`` raises on any failure."""
+                  queries: np.ndarray | None = None, labels: np.ndarray | None = None, public_key=None,
+                  check: bool = True):
+    """Run every check of ``h2l verify``; returns the VerifyReport, and with ``check`` raises on any failure.
+
+    ``public_key`` (KEY.pub path or bytes) refuses, before anything else, a bundle that key did not sign."""
     from .verify.checks import raise_for_failures
     from .verify.checks import verify_bundle as run_checks
 
-    report = run_checks(path, provider=provider, min_cosine=min_cosine, queries=queries)
+    report = run_checks(path, provider=provider, min_cosine=min_cosine, queries=queries, labels=labels,
+                        public_key=public_key)
     if check:
         raise_for_failures(report)
     return report

@@ -47,9 +47,12 @@ class Asker:
         return out
 
 
-def open_asker(root, model: str | None = None, *, provider: str = "cpu", threads: int | None = None) -> Asker:
-    """Open (and integrity-check) a bundle for asking; ``model`` None picks the student when there is one."""
-    bundle = open_bundle(root)
+def open_asker(root, model: str | None = None, *, provider: str = "cpu", threads: int | None = None,
+               public_key=None) -> Asker:
+    """Open (and integrity-check) a bundle for asking; ``model`` None picks the student when there is one.
+
+    ``public_key`` (KEY.pub path or bytes) pins the publisher, as in ``h2l.Bundle.open``."""
+    bundle = open_bundle(root, defer_models=True, public_key=public_key)  # each model is hashed on the bytes it is built from
     model = model or default_model(bundle.models)
     if model not in MODELS:
         raise InputError(f"unknown model {model!r}", f"use one of {', '.join(MODELS)}")
@@ -57,6 +60,8 @@ def open_asker(root, model: str | None = None, *, provider: str = "cpu", threads
         raise InputError(f"bundle {bundle.root} has no {model} model (it has {', '.join(sorted(bundle.models))})",
                          "pick one it has with --model")
     encoder = open_text_encoder(bundle, provider, threads)
-    _, answer_emb = teacher_arrays(bundle.path(bundle.models["teacher"]["file"]))
-    runner = make_runner(bundle.path(bundle.models[model]["file"]), provider, threads)
+    teacher_bytes = bundle.read_verified(bundle.models["teacher"]["file"])
+    _, answer_emb = teacher_arrays(teacher_bytes)
+    model_bytes = teacher_bytes if model == "teacher" else bundle.read_verified(bundle.models[model]["file"])
+    runner = make_runner(model_bytes, provider, threads)
     return Asker(bundle, model, encoder, runner, answer_emb, read_answers(bundle))

@@ -172,7 +172,7 @@ def bench_bundle(root: Path, *, checkpoint: Path | None, providers: set[str], ba
             from .routed import routed_variant
 
             fns[("routed", "ort_screen", "cpu")] = routed_variant(
-                bundle.path(bundle.models["routed"]["file"]).read_bytes(), threads)
+                bundle.read_verified(bundle.models["routed"]["file"]), threads)
         if model is None and "student" in bundle.models:
             fns[("student", "ort_bundle", "cpu")] = _ort(bundle.read_verified(bundle.models["student"]["file"]),
                                                           threads)
@@ -185,8 +185,10 @@ def bench_bundle(root: Path, *, checkpoint: Path | None, providers: set[str], ba
         if "cuda" in providers and cuda_status()[0]:  # whether graph replay really happened, per model
             from ..runtime.cuda_graph import replay_evidence
 
-            report["cuda_graph"] = {name: replay_evidence(bundle.path(meta["file"]).read_bytes())
-                                    for name, meta in bundle.models.items()}
+            # projection models only: the encoder takes token ids, not a query embedding
+            report["cuda_graph"] = {name: replay_evidence(bundle.read_verified(meta["file"]))
+                                    for name, meta in bundle.models.items()
+                                    if name in ("teacher", "student", "routed")}
         if model is not None and not quick:
             report["fidelity"] = _fidelity_of_variants(teacher, model, threads)
     return report

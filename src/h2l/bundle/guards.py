@@ -182,15 +182,16 @@ def check_model_size(rel: str, size: int) -> None:
                              "limit (refused unread)", _FIX)
 
 
-def check_onnx(root: Path, rel: str, listed: dict[str, int]) -> None:
+def check_onnx(root: Path, rel: str, listed: dict[str, int], data: bytes | None = None) -> None:
     """Refuse a model that is oversize, not ONNX, declares tensors it does not hold, or reads unlisted files.
 
-    ``listed`` maps every manifest path to its size; the model file itself has passed the hash check.
+    ``listed`` maps every manifest path to its size; ``data`` are the model's hash-checked bytes (the ones a
+    session will be built from); without them the file is read here.
     """
     import onnx
 
-    path = root / rel
-    data = read_plain_file(path, MAX_MODEL_BYTES, f"model file {rel}")
+    if data is None:
+        data = read_plain_file(root / rel, MAX_MODEL_BYTES, f"model file {rel}")
     try:
         model = onnx.load_model_from_string(data)
     except Exception as exc:  # noqa: BLE001 - protobuf raises DecodeError and friends

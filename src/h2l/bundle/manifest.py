@@ -112,11 +112,17 @@ class Bundle:
         return self.manifest["models"]
 
     def read_verified(self, rel: str) -> bytes:
-        """The bytes of listed file ``rel``, checked against the manifest: build from these, never re-open."""
+        """The bytes of listed file ``rel``, checked against the manifest: build from these, never re-open.
+
+        A model file is also screened (bundle.guards.check_onnx) on these same bytes, so the guard, the hash
+        and the session all see one read."""
         entry = next((e for e in self.manifest["files"] if e["path"] == rel), None)
         if entry is None:
             raise IntegrityError(f"manifest refers to {rel!r} but does not list its sha256", "re-export the bundle")
-        return read_verified(self.root, entry)
+        data = read_verified(self.root, entry)
+        if rel in {m["file"] for m in self.models.values()}:
+            check_onnx(self.root, rel, {e["path"]: e["bytes"] for e in self.manifest["files"]}, data)
+        return data
 
     def golden_inputs(self) -> np.ndarray:
         return read_npy(self.path(self.manifest["golden"]["inputs"]))
@@ -195,7 +201,7 @@ def open_bundle(root: str | Path, *, check_hashes: bool = True, defer_models: bo
                                  f"{entry['bytes']} (sha256 mismatch)", "re-export the bundle; do not edit its files")
         if entry["path"] in model_files:
             check_model_size(entry["path"], entry["bytes"])  # before hashing 2 GiB of it
-        if check_hashes and entry["path"] not in deferred and sha256_file(full) != entry["sha256"]:
+        if check_hashes and entry["path"] not in model_files and sha256_file(full) != entry["sha256"]:
             raise IntegrityError(f"bundle file {entry['path']} fails its sha256 check (modified or corrupt)",
                                  "re-export the bundle; do not edit its files")
     referenced = [m["file"] for m in doc["models"].values()] + [doc["golden"]["inputs"]] + \
@@ -205,8 +211,8 @@ def open_bundle(root: str | Path, *, check_hashes: bool = True, defer_models: bo
     for rel in referenced:
         if rel not in listed:
             raise IntegrityError(f"manifest refers to {rel!r} but does not list its sha256", "re-export the bundle")
-    if check_hashes:
-        sizes = {rel: e["bytes"] for rel, e in listed.items()}
-        for m in doc["models"].values():
-            check_onnx(root, m["file"], sizes)
-    return Bundle(root, doc, kid)
+    bundle = Bundle(root, doc, kid)
+    if check_hashes:  # models: hashed and screened on one read (deferred: by the caller's read_verified)
+        for rel in sorted(model_files - deferred):
+            bundle.read_verified(rel)
+    return bundle

@@ -123,9 +123,12 @@ def sign_bundle(root: str | Path, key: str | Path) -> str:
     """Check ``root`` (hashes included), then write its manifest.sig atomically; returns the key id."""
     private = load_private_key(key)
     root = Path(root)
-    open_bundle(root)
     data = read_plain_file(root / MANIFEST, MAX_MANIFEST_BYTES, MANIFEST)
-    write_bytes_atomic(root / SIGNATURE, signature_bytes(data, private))
+    open_bundle(root)  # schema, paths, every hash and every model's guards
+    if read_plain_file(root / MANIFEST, MAX_MANIFEST_BYTES, MANIFEST) != data:
+        raise IntegrityError(f"{root}/{MANIFEST} changed while it was being checked",
+                             "publish the bundle once (h2l export), then sign it")
+    write_bytes_atomic(root / SIGNATURE, signature_bytes(data, private))  # the bytes that were checked
     return key_id(private.public_key())
 
 

@@ -110,6 +110,6 @@ def open_text_encoder(bundle: Bundle, provider: str = "cpu", threads: int | None
     if "encoder" not in bundle.models or tok is None:
         raise InputError(f"bundle {bundle.root} has no encoder (it takes query embeddings, not text)",
                          "re-export it with `h2l export --with-encoder`, or pass embeddings")
-    return make_text_encoder(bundle.path(tok["file"]), bundle.path(bundle.models["encoder"]["file"]),
+    return make_text_encoder(bundle.read_verified(tok["file"]), bundle.read_verified(bundle.models["encoder"]["file"]),
                              int(tok["max_seq_length"]), pad_id=int(tok.get("pad_id", 0)), provider=provider,
                              threads=threads)

@@ -267,22 +267,13 @@ def distill(
     from ..distill.train import TrainConfig
     from ..distill.train import distill as run_distill
     from ..importers.queries import load_npy_queries
-    from ..model.sizing import recipe
-    from ..model.student import StudentConfig
+    from ..model.student import choose_student
     from ..model.teacher import check_queries
     from ..importers.npz import load_npz
 
     t = load_npz(teacher)
-    rec = recipe(t.n_heads, t.dim)
-    # flags given win; the rest comes from the recipe for N when the architecture matches it
-    kind = arch or ("memory" if slots else rec.arch if (heads, layers, ff_dim) == (None,) * 3 else "lean")
-    same = kind == rec.arch
-    pick = lambda v, default: default if v is None else v  # noqa: E731
-    scfg = StudentConfig(t.dim, pick(heads, rec.heads), pick(layers, rec.layers if same else 2),
-                         pick(ff_dim, rec.ff_dim if same else 512), arch=kind,
-                         slots=pick(slots, (rec.slots if same else max(256, t.n_heads // 4)) if kind == "memory"
-                                    else 0))
-    steps = pick(steps, rec.steps)
+    scfg, steps = choose_student(t.n_heads, t.dim, arch=arch, heads=heads, layers=layers, ff_dim=ff_dim,
+                                 slots=slots, steps=steps)
     if not resume:
         check_output_file(out_path, force)
     q = None if queries is None else check_queries(load_npy_queries(queries), t.dim, what="--queries")
@@ -341,6 +332,8 @@ def export(
         if given:
             raise UsageError(f"--format npy writes the teacher's vectors only; {', '.join(given)} does not apply",
                              f"drop {', '.join(given)} or use --format onnx")
+    elif not routed and (candidates is not None or router is not Router.screen):
+        raise UsageError("--router and --candidates apply to the routed teacher", "add --routed, or drop them")
     t = load_npz(teacher)
     if fmt is Format.npy:
         from ..exporters.npy import export_npy
@@ -385,6 +378,10 @@ def verify(
 
     if junit is not None:
         check_output_file(junit, force=True)  # a missing folder fails now, not after the checks
+    if public_key is not None and queries is not None:  # refuse an unsigned bundle before embedding queries for it
+        from ..bundle.signing import verify as check_signed
+
+        check_signed(bundle, public_key)
     q, labels = (None, None) if queries is None else _load_queries(queries, bundle)
     report = verify_bundle(bundle, provider=provider.value, min_cosine=min_cosine, queries=q, labels=labels,
                            public_key=public_key)
@@ -445,12 +442,15 @@ def ask(
                                                       "(default: the student when the bundle has one).")] = None,
     no_embedding: Annotated[bool, typer.Option("--no-embedding", help="Leave the 384 floats out.")] = False,
     threads: Annotated[int, typer.Option("--threads", help="onnxruntime intra-op threads (0: its default).")] = 1,
+    public_key: Annotated[Optional[Path], typer.Option("--public-key", help="Pinned KEY.pub: refuse (exit 5) "
+                                                       "a bundle it did not sign.")] = None,
 ) -> None:
     """Answer text questions: one JSON line per text on stdout (text, top_cluster, top_weight, answer,
     embedding, truncated); notes go to stderr."""
     from ..ask import open_asker
 
-    asker = open_asker(bundle, None if model is None else model.value, threads=threads or None)
+    asker = open_asker(bundle, None if model is None else model.value, threads=threads or None,
+                       public_key=public_key)
     rows = asker.ask(texts, embedding=not no_embedding)
     err.print(f"note: model {asker.model}; " + ("answers from answers.jsonl" if asker.answers is not None
               else "this bundle has no answers.jsonl, so answer is null (cluster ids only)"), markup=False)

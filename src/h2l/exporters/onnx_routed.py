@@ -123,8 +123,9 @@ def routed_size(n: int, d: int) -> int:
 def routed_arrays(path) -> dict[str, np.ndarray]:
     """Every initializer of a routed graph by name (what verify compares with the teacher)."""
     try:
-        model = onnx.load(str(path))
+        model = onnx.load_model_from_string(path) if isinstance(path, bytes) else onnx.load(str(path))
     except Exception as exc:  # noqa: BLE001 - any parse failure: not ONNX
-        raise IntegrityError(f"{path.name} is not a readable ONNX model ({type(exc).__name__})",
+        name = "teacher_routed.onnx" if isinstance(path, bytes) else path.name
+        raise IntegrityError(f"{name} is not a readable ONNX model ({type(exc).__name__})",
                              "re-export the bundle") from None
     return {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}

@@ -269,3 +269,21 @@ def torch_forward(model: ProjectionTransformer, q: np.ndarray) -> np.ndarray:
     """Run the unfolded model in eval mode on CPU float32 (the export's source of truth)."""
     model.eval()
     return model(torch.from_numpy(np.ascontiguousarray(q, np.float32))).numpy()
+
+
+def choose_student(n: int, dim: int, *, arch: str | None = None, heads: int | None = None,
+                   layers: int | None = None, ff_dim: int | None = None, slots: int | None = None,
+                   steps: int | None = None) -> tuple[StudentConfig, int]:
+    """The student and step count for a teacher of N heads: flags given win, the rest comes from the
+    recipe for N (``h2l arch N``) when the architecture matches it.  Shared by ``h2l distill`` and
+    :func:`h2l.distill_teacher`, so the CLI and the API pick the same student."""
+    from .sizing import recipe
+
+    rec = recipe(n, dim)
+    kind = arch or ("memory" if slots else rec.arch if (heads, layers, ff_dim) == (None,) * 3 else "lean")
+    same = kind == rec.arch
+    pick = lambda v, default: default if v is None else v  # noqa: E731
+    cfg = StudentConfig(dim, pick(heads, rec.heads), pick(layers, rec.layers if same else 2),
+                        pick(ff_dim, rec.ff_dim if same else 512), arch=kind,
+                        slots=pick(slots, (rec.slots if same else max(256, n // 4)) if kind == "memory" else 0))
+    return cfg, pick(steps, rec.steps)

@@ -40,7 +40,7 @@ def check_routed(bundle, provider: str, runner, sources: dict[str, np.ndarray], 
         expected = {"screen_weights": index.weights, "screen_scale": index.scale, "rho": scalar(index.rho),
                     "slack": scalar(index.slack), "key_norm": scalar(index.key_norm), "rows": index.rows,
                     "answers": index.answers}
-        bad = _differing_initializers(bundle.path(meta["file"]), expected)
+        bad = _differing_initializers(bundle.read_verified(meta["file"]), expected)
         checks.append(check_cls("routed", provider, "same_teacher", not bad, "integrity",
                                 detail=("initializers differ from the flat teacher's: " + ", ".join(bad)) if bad else ""))
         if bad:
@@ -48,7 +48,7 @@ def check_routed(bundle, provider: str, runner, sources: dict[str, np.ndarray], 
     else:  # ivf: the shipped tables are the reference; rows and answers must still be the teacher's
         from ..exporters.onnx_routed_ivf import ivf_index_from_arrays
 
-        held = routed_arrays(bundle.path(meta["file"]))
+        held = routed_arrays(bundle.read_verified(meta["file"]))
         ok = "rows" in held and "answers" in held and np.array_equal(held["rows"], np.ascontiguousarray(keys.T)) \
             and np.array_equal(held["answers"], answers)
         checks.append(check_cls("routed", provider, "same_teacher", ok, "integrity",
@@ -101,9 +101,10 @@ def _differing_initializers(path, expected: dict[str, np.ndarray]) -> list[str]:
     from ..errors import IntegrityError
 
     try:
-        model = onnx.load(str(path))
+        model = onnx.load_model_from_string(path) if isinstance(path, bytes) else onnx.load(str(path))
     except Exception as exc:  # noqa: BLE001 - any parse failure: not ONNX
-        raise IntegrityError(f"{path.name} is not a readable ONNX model ({type(exc).__name__})",
+        name = "teacher_routed.onnx" if isinstance(path, bytes) else path.name
+        raise IntegrityError(f"{name} is not a readable ONNX model ({type(exc).__name__})",
                              "re-export the bundle") from None
     held = {t.name: t for t in model.graph.initializer}
     bad = []

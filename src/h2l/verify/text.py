@@ -26,7 +26,7 @@ def check_answers(bundle: Bundle) -> list[Check]:
 
 def _encoder(bundle: Bundle, runner: Runner) -> TextEncoder:
     tok = bundle.manifest["tokenizer"]
-    return TextEncoder(load_tokenizer(bundle.path(tok["file"]), int(tok["max_seq_length"])), runner,
+    return TextEncoder(load_tokenizer(bundle.read_verified(tok["file"]), int(tok["max_seq_length"])), runner,
                        int(tok.get("pad_id", 0)))
 
 
@@ -79,7 +79,7 @@ def check_encoder_vs_st(bundle: Bundle) -> tuple[list[Check], str]:
     rows = read_golden_texts(bundle)
     if not rows or "tokenizer" not in bundle.manifest:
         return [], "no golden texts"
-    enc = _encoder(bundle, make_runner(bundle.path(bundle.models["encoder"]["file"]), "cpu"))
+    enc = _encoder(bundle, make_runner(bundle.read_verified(bundle.models["encoder"]["file"]), "cpu"))
     texts = [r["text"] for r in rows]
     toks = tokenize(enc.tokenizer, texts)
     got = np.concatenate([enc.run_ids([t]) for t in toks])
