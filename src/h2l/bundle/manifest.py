@@ -14,6 +14,7 @@ file entries leave the folder, or whose bytes do not match their sha256.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 from dataclasses import dataclass
 from importlib import resources
@@ -125,17 +126,20 @@ class Bundle:
         return data
 
     def golden_inputs(self) -> np.ndarray:
-        return read_npy(self.path(self.manifest["golden"]["inputs"]))
+        rel = self.manifest["golden"]["inputs"]
+        return read_npy(self.read_verified(rel), rel)
 
     def golden_output(self, model: str, output: str) -> np.ndarray:
-        return read_npy(self.path(self.manifest["golden"]["outputs"][model][output]))
+        rel = self.manifest["golden"]["outputs"][model][output]
+        return read_npy(self.read_verified(rel), rel)
 
 
-def read_npy(path: Path) -> np.ndarray:
+def read_npy(src: Path | bytes, name: str | None = None) -> np.ndarray:
+    """A .npy from a path or from verified bytes, never unpickled."""
     try:
-        return np.load(path, allow_pickle=False)
+        return np.load(io.BytesIO(src) if isinstance(src, bytes) else src, allow_pickle=False)
     except (ValueError, OSError, EOFError) as exc:
-        raise IntegrityError(f"{path.name} is not a readable .npy ({type(exc).__name__})",
+        raise IntegrityError(f"{name or Path(src).name} is not a readable .npy ({type(exc).__name__})",
                              "re-export the bundle") from None
 
 

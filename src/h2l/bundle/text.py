@@ -52,7 +52,7 @@ def read_answers(bundle: Bundle) -> list[str] | None:
         return None
     ids = bundle.manifest["teacher"]["cluster_ids"]
     try:
-        rows = [json.loads(line) for line in bundle.path(meta["file"]).read_text(encoding="utf-8").splitlines()]
+        rows = [json.loads(line) for line in bundle.read_verified(meta["file"]).decode("utf-8").splitlines()]
     except (ValueError, UnicodeDecodeError) as exc:
         raise IntegrityError(f"{meta['file']} is not JSON lines ({exc})", "re-export the bundle") from None
     if len(rows) != meta["count"] or [r.get("cluster_id") for r in rows] != ids \
@@ -91,7 +91,7 @@ def read_golden_texts(bundle: Bundle) -> list[dict]:
     if rel is None:
         return []
     try:
-        rows = json.loads(bundle.path(rel).read_text(encoding="utf-8"))
+        rows = json.loads(bundle.read_verified(rel).decode("utf-8"))
     except (ValueError, UnicodeDecodeError) as exc:
         raise IntegrityError(f"{rel} is not valid JSON ({exc})", "re-export the bundle") from None
     if not isinstance(rows, list) or not all(isinstance(r, dict) and {"text", "input_ids", "truncated",
