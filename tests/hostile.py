@@ -16,7 +16,6 @@ Usage::
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import os
@@ -27,6 +26,7 @@ from pathlib import Path
 import onnx
 from onnx import external_data_helper, helper
 
+from h2l.bundle.manifest import sha256_file
 from h2l.bundle.signing import keygen, load_private_key, signature_bytes
 
 MB = 2**20
@@ -39,12 +39,7 @@ def keypair(folder: Path, name: str = "key") -> tuple[Path, Path]:
     return key, Path(f"{key}.pub")
 
 
-def sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 22), b""):
-            h.update(chunk)
-    return h.hexdigest()
+sha256 = sha256_file  # the bundle's own streaming hash
 
 
 def manifest(b: Path) -> dict:

@@ -106,9 +106,11 @@ def write_file(root: Path, rel: str, data: bytes) -> None:
 
 
 def npy_bytes(arr: np.ndarray) -> bytes:
-    """Little-endian float32 .npy bytes (format 1.0), the layout Rust, Go and UnifyWeaver read."""
+    """Little-endian .npy bytes (format 1.0), the layout Rust, Go and UnifyWeaver read: float32 (``<f4``), or
+    int64 (``<i8``) for integer arrays such as the routed teacher's top_heads."""
     buf = io.BytesIO()
-    np.lib.format.write_array(buf, np.ascontiguousarray(arr, "<f4"), version=(1, 0), allow_pickle=False)
+    dtype = "<i8" if np.asarray(arr).dtype.kind in "iu" else "<f4"
+    np.lib.format.write_array(buf, np.ascontiguousarray(arr, dtype), version=(1, 0), allow_pickle=False)
     return buf.getvalue()
 
 

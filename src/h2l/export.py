@@ -113,17 +113,6 @@ def versions() -> dict[str, str]:
             "numpy": np.__version__, "torch": torch.__version__.split("+")[0]}
 
 
-def _golden_bytes(arr: np.ndarray) -> bytes:
-    """float32 outputs as <f4, integer ones (the routed teacher's top_heads) as <i8."""
-    if arr.dtype.kind not in "iu":
-        return npy_bytes(arr)
-    import io
-
-    buf = io.BytesIO()
-    np.lib.format.write_array(buf, np.ascontiguousarray(arr, "<i8"), version=(1, 0), allow_pickle=False)
-    return buf.getvalue()
-
-
 def export_onnx(teacher: Teacher, out: str | Path, *, student: str | Path | None = None, fold_graph: bool = True,
                 force: bool = False, min_cosine: float = 0.98, seed: int = 0, quantize: str = "none",
                 sign_key: str | Path | None = None, routed: bool = False, router: str = "screen",
@@ -187,7 +176,7 @@ def export_onnx(teacher: Teacher, out: str | Path, *, student: str | Path | None
             outs = make_runner(files[entry["file"]], "cpu").run(golden)
             for o in entry["outputs"]:
                 rel = f"golden/{name}.{o['name']}.npy"
-                write_file(stage, rel, _golden_bytes(outs[o["name"]]))
+                write_file(stage, rel, npy_bytes(outs[o["name"]]))
                 golden_map.setdefault(name, {})[o["name"]] = rel
         if routing_report is not None:
             write_file(stage, "reports/routing.json", json_bytes(routing_report))
