@@ -7,7 +7,7 @@ import json
 import numpy as np
 import onnx
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from onnx import helper, numpy_helper
 
@@ -17,7 +17,8 @@ from h2l.errors import EXIT_INTEGRITY, EXIT_PARITY, IntegrityError, ParityError
 from h2l.exporters.onnx_common import check, serialize
 from h2l.exporters.onnx_routed import make_routed_model
 from h2l.metrics import cosine
-from h2l.model.routing import (best_m, certified_k, effective_heads, flat_weights, implied_error, make_screen,
+from h2l.model.routing import (best_m, certified_k, effective_heads, flat_weights, float32_slack, implied_error,
+                               make_screen,
                                route, skipped_mass)
 from h2l.model.sampling import far_off_queries, near_centroid_queries
 from h2l.model.synthetic import synthetic_teacher
@@ -41,6 +42,7 @@ def _queries(t, m: int, seed: int) -> np.ndarray:
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(n=st.integers(2, 300), d=st.integers(2, 96), tau=st.floats(0.005, 1.0), k=st.integers(1, 64),
        seed=st.integers(0, 10_000))
+@example(n=127, d=96, tau=0.005859375, k=4, seed=15)  # float32 rounding at τ ≈ 0.006 once broke a fixed 1e-5 slack
 def test_bound_is_never_below_the_true_skipped_mass(n, d, tau, k, seed):
     t = _teacher(n, d, tau, seed)
     q = _queries(t, 6, seed)
@@ -50,7 +52,7 @@ def test_bound_is_never_below_the_true_skipped_mass(n, d, tau, k, seed):
     # and what it implies for the output holds against the flat float32 teacher
     flat, _ = t.project(q)
     dev = np.linalg.norm(r.projected.astype(np.float64) - flat, axis=1)
-    assert (dev <= implied_error(r.bound, t.answers) + 1e-5).all()
+    assert (dev <= implied_error(r.bound, t.answers) + float32_slack(t.temperature, t.answers)).all()
 
 
 @settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -10,6 +10,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper
 
+from ..model.routing import EXP_FLOOR
 from ..model.routing_ivf import IvfIndex
 from . import BATCH_DIM, INPUT_NAME, PROJECTED_NAME
 from .onnx_common import initializer, make_model, normalize_nodes, output, query_input
@@ -67,7 +68,7 @@ def make_ivf_model(index: IvfIndex, metadata: dict[str, str]) -> onnx.ModelProto
         initializer("answers", index.answers), initializer("probes", np.array([index.probes], np.int64)),
         initializer("k", np.array([k], np.int64)), initializer("flat_shape", np.array([0, -1], np.int64)),
         initializer("axis_2", np.array([2], np.int64)), initializer("one", np.array([1.0], np.float32)),
-        initializer("exp_floor", np.array([-60.0], np.float32)),
+        initializer("exp_floor", np.array([EXP_FLOOR], np.float32)),
     ]
     outputs = [output(PROJECTED_NAME, d),
                helper.make_tensor_value_info(TOP_HEADS, TensorProto.INT64, [BATCH_DIM, k]),

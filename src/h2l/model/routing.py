@@ -126,13 +126,14 @@ def upper_bounds(index: ScreenIndex, qn: np.ndarray) -> np.ndarray:
     return (t * index.scale[None, :] + margin).astype(np.float32)
 
 
-def route(index: ScreenIndex, q: np.ndarray, k: int) -> Routed:
-    """The routed teacher on checked (B, d) queries with K = ``k`` candidates: the graph's reference."""
-    k = min(int(k), index.n_heads)
-    qn = normalize(q)
-    u = upper_bounds(index, qn)
-    cand = np.argsort(-u, axis=1, kind="stable")[:, :k]  # ONNX TopK: ties go to the lower index
-    x = np.einsum("bkd,bd->bk", index.rows[cand], qn, dtype=np.float32)
+def rescore(rows: np.ndarray, answers: np.ndarray, cand: np.ndarray, qn: np.ndarray, mask=None):
+    """Exact scores of the candidates, sorted largest first, their softmax and the projection.
+
+    Shared by the screen and ivf references (the graphs take the same steps): returns
+    (heads, weights, projection, max score m, softmax denominator z)."""
+    x = np.einsum("bkd,bd->bk", rows[cand], qn, dtype=np.float32)
+    if mask is not None:
+        x = x + mask
     order = np.argsort(-x, axis=1, kind="stable")
     heads = np.take_along_axis(cand, order, axis=1)
     x = np.take_along_axis(x, order, axis=1)
@@ -140,7 +141,17 @@ def route(index: ScreenIndex, q: np.ndarray, k: int) -> Routed:
     e = np.exp(x - m)
     z = e.sum(axis=1, keepdims=True, dtype=np.float32)
     w = e / z
-    proj = np.einsum("bk,bkd->bd", w, index.answers[heads], dtype=np.float32)
+    proj = np.einsum("bk,bkd->bd", w, answers[heads], dtype=np.float32)
+    return heads, w, proj, m, z
+
+
+def route(index: ScreenIndex, q: np.ndarray, k: int) -> Routed:
+    """The routed teacher on checked (B, d) queries with K = ``k`` candidates: the graph's reference."""
+    k = min(int(k), index.n_heads)
+    qn = normalize(q)
+    u = upper_bounds(index, qn)
+    cand = np.argsort(-u, axis=1, kind="stable")[:, :k]  # ONNX TopK: ties go to the lower index
+    heads, w, proj, m, z = rescore(index.rows, index.answers, cand, qn)
     with np.errstate(over="ignore", divide="ignore"):
         eu = np.exp(np.maximum(u - m, np.float32(EXP_FLOOR)))
         np.put_along_axis(eu, heads, np.float32(0), axis=1)
@@ -168,6 +179,18 @@ def skipped_mass(weights: np.ndarray, heads: np.ndarray) -> np.ndarray:
 def implied_error(bound: np.ndarray, answers: np.ndarray) -> np.ndarray:
     """‖routed − flat‖₂ the bound allows: 2 · bound · max‖a‖."""
     return 2.0 * np.asarray(bound, np.float64) * float(np.linalg.norm(np.asarray(answers, np.float64), axis=1).max())
+
+
+def float32_slack(temperature: float, answers: np.ndarray) -> float:
+    """What float32 arithmetic alone may add to ‖routed − flat‖₂, on top of :func:`implied_error`.
+
+    Both teachers compute logits q̂·ĉ/τ in float32; |q̂·ĉ| ≤ 1, so each logit carries an error of a few
+    ulps of 1/τ, and a logit error δ moves a softmax-weighted mean of answers by at most 2δ·max‖a‖.
+    A fixed 1e-5 suffices at τ = 0.1 but not at τ ≈ 0.005 (logits near 200), where the flat teacher's
+    own rounding exceeds it; hence 1e-5 plus 4 ulps of the largest logit, times 2·max‖a‖.
+    """
+    max_a = float(np.linalg.norm(np.asarray(answers, np.float64), axis=1).max())
+    return 1e-5 + 2.0 * 4.0 * float(np.finfo(np.float32).eps) / float(temperature) * max_a
 
 
 def effective_heads(weights: np.ndarray) -> np.ndarray:

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .routing import Routed, normalize
+from .routing import EXP_FLOOR, Routed, normalize, rescore
 
 MASK = -1e30
 
@@ -96,17 +96,9 @@ def route_ivf(index: IvfIndex, q: np.ndarray) -> Routed:
     probed = np.argsort(-gs, axis=1, kind="stable")[:, :index.probes]
     cand = index.members[probed].reshape(len(q), -1)
     mask = index.member_mask[probed].reshape(len(q), -1)
-    x = np.einsum("bkd,bd->bk", index.rows[cand], qn, dtype=np.float32) + mask
-    order = np.argsort(-x, axis=1, kind="stable")
-    heads = np.take_along_axis(cand, order, axis=1)
-    x = np.take_along_axis(x, order, axis=1)
-    m = x[:, :1]
-    e = np.exp(x - m)
-    z = e.sum(axis=1, keepdims=True, dtype=np.float32)
-    w = e / z
-    proj = np.einsum("bk,bkd->bd", w, index.answers[heads], dtype=np.float32)
+    heads, w, proj, m, z = rescore(index.rows, index.answers, cand, qn, mask)
     with np.errstate(over="ignore", divide="ignore"):
-        rest = index.group_sizes[None, :] * np.exp(np.maximum(gs - m, np.float32(-60.0)))
+        rest = index.group_sizes[None, :] * np.exp(np.maximum(gs - m, np.float32(EXP_FLOOR)))
         np.put_along_axis(rest, probed, np.float32(0), axis=1)  # empty groups have size 0: they add nothing
         skipped = rest.sum(axis=1, keepdims=True, dtype=np.float32)
         est = np.float32(1) / (np.float32(1) + z / skipped)
