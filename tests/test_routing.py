@@ -75,7 +75,7 @@ def test_routed_equals_flat_when_every_head_is_a_candidate(n, d, tau, seed):
     q = _queries(t, 4, seed)
     r = route(make_screen(t.keys, t.answers), q, n)
     flat, w = t.project(q)
-    assert np.abs(r.projected - flat).max() <= 1e-5
+    assert np.abs(r.projected - flat).max() <= float32_slack(t.temperature, t.answers)
     assert (r.bound == 0).all()
     assert np.abs(np.take_along_axis(w, r.top_heads, axis=1) - r.top_weights).max() <= 1e-5
 
