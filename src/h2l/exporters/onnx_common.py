@@ -7,7 +7,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from .. import __version__
-from ..errors import OutputError
+from ..errors import IntegrityError, OutputError
 from ..model.teacher import NORM_EPS
 from . import BATCH_DIM, INPUT_NAME
 
@@ -77,3 +77,14 @@ def contract(model: onnx.ModelProto) -> dict:
         dtype = "int64" if vi.type.tensor_type.elem_type == onnx.TensorProto.INT64 else "float32"
         return {"name": vi.name, "dtype": dtype, "shape": dims}
     return {"inputs": [one(v) for v in model.graph.input], "outputs": [one(v) for v in model.graph.output]}
+
+
+def load_model(source, name: str) -> onnx.ModelProto:
+    """A bundle's ONNX model from its verified bytes (or a path); unreadable is an IntegrityError naming it."""
+    if not isinstance(source, bytes):
+        name = getattr(source, "name", name)
+    try:
+        return onnx.load_model_from_string(source) if isinstance(source, bytes) else onnx.load(str(source))
+    except Exception as exc:  # noqa: BLE001 - any parse failure: not ONNX
+        raise IntegrityError(f"{name} is not a readable ONNX model ({type(exc).__name__})",
+                             "re-export the bundle") from None

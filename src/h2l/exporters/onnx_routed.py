@@ -13,10 +13,9 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from ..errors import IntegrityError
 from ..model.routing import EXP_FLOOR, QUERY_LEVELS, QUERY_ZERO_POINT, SCALE_FLOOR, ScreenIndex
 from . import BATCH_DIM, INPUT_NAME, PROJECTED_NAME
-from .onnx_common import initializer, make_model, normalize_nodes, output, query_input
+from .onnx_common import initializer, load_model, make_model, normalize_nodes, output, query_input
 
 ROUTED_FILE = "teacher_routed.onnx"
 TOP_HEADS = "top_heads"
@@ -65,21 +64,7 @@ def make_routed_model(index: ScreenIndex, k: int, metadata: dict[str, str]) -> o
         h("Add", ["t3", "margin"], ["upper"], name="upper"),
         h("TopK", ["upper", "k"], ["upper_top", "cand"], axis=-1, largest=1, sorted=1, name="candidates"),
         # exact re-scoring with the flat teacher's float32 keys, sorted by weight
-        h("Gather", ["rows", "cand"], ["cand_rows"], axis=0, name="cand_rows"),
-        h("Unsqueeze", ["q_hat", "axis_2"], ["q_col"], name="q_col"),
-        h("MatMul", ["cand_rows", "q_col"], ["x_col"], name="rescore"),
-        h("Squeeze", ["x_col", "axis_2"], ["x"], name="x"),
-        h("TopK", ["x", "k"], ["x_sorted", "order"], axis=-1, largest=1, sorted=1, name="by_weight"),
-        h("GatherElements", ["cand", "order"], [TOP_HEADS], axis=1, name="top_heads"),
-        h("ReduceMax", ["x_sorted", "axis_1"], ["x_max"], keepdims=1, name="x_max"),
-        h("Sub", ["x_sorted", "x_max"], ["x_shift"], name="x_shift"),
-        h("Exp", ["x_shift"], ["x_exp"], name="x_exp"),
-        h("ReduceSum", ["x_exp", "axis_1"], ["z"], keepdims=1, name="z"),
-        h("Div", ["x_exp", "z"], [TOP_WEIGHTS], name="top_weights"),
-        h("Gather", ["answers", TOP_HEADS], ["cand_answers"], axis=0, name="cand_answers"),
-        h("Unsqueeze", [TOP_WEIGHTS, "axis_1"], ["w_row"], name="w_row"),
-        h("MatMul", ["w_row", "cand_answers"], ["p_row"], name="project"),
-        h("Squeeze", ["p_row", "axis_1"], [PROJECTED_NAME], name="projected"),
+        *rescore_nodes(),
         # the bound: upper bounds of every skipped head against the exact candidate mass
         h("Sub", ["upper", "x_max"], ["u_shift"], name="u_shift"),
         h("Max", ["u_shift", "exp_floor"], ["u_shift_floor"], name="u_shift_floor"),
@@ -115,6 +100,36 @@ def make_routed_model(index: ScreenIndex, k: int, metadata: dict[str, str]) -> o
     return make_model(graph, meta)
 
 
+def rescore_nodes(mask: str | None = None) -> list:
+    """Exact re-scoring of the candidates ``cand`` with the float32 ``rows``, sorted by weight, their softmax
+    and the projection: the steps the screen and ivf graphs share (``model.routing.rescore`` in numpy).
+
+    ``mask`` (ivf: -inf on padded members) is added to the scores before sorting."""
+    h = helper.make_node
+    raw = "x0" if mask else "x"
+    nodes = [
+        h("Gather", ["rows", "cand"], ["cand_rows"], axis=0, name="cand_rows"),
+        h("Unsqueeze", ["q_hat", "axis_2"], ["q_col"], name="q_col"),
+        h("MatMul", ["cand_rows", "q_col"], ["x_col"], name="rescore"),
+        h("Squeeze", ["x_col", "axis_2"], [raw], name=raw),
+    ]
+    if mask:
+        nodes.append(h("Add", [raw, mask], ["x"], name="mask_padding"))
+    return nodes + [
+        h("TopK", ["x", "k"], ["x_sorted", "order"], axis=-1, largest=1, sorted=1, name="by_weight"),
+        h("GatherElements", ["cand", "order"], [TOP_HEADS], axis=1, name="top_heads"),
+        h("ReduceMax", ["x_sorted", "axis_1"], ["x_max"], keepdims=1, name="x_max"),
+        h("Sub", ["x_sorted", "x_max"], ["x_shift"], name="x_shift"),
+        h("Exp", ["x_shift"], ["x_exp"], name="x_exp"),
+        h("ReduceSum", ["x_exp", "axis_1"], ["z"], keepdims=1, name="z"),
+        h("Div", ["x_exp", "z"], [TOP_WEIGHTS], name="top_weights"),
+        h("Gather", ["answers", TOP_HEADS], ["cand_answers"], axis=0, name="cand_answers"),
+        h("Unsqueeze", [TOP_WEIGHTS, "axis_1"], ["w_row"], name="w_row"),
+        h("MatMul", ["w_row", "cand_answers"], ["p_row"], name="project"),
+        h("Squeeze", ["p_row", "axis_1"], [PROJECTED_NAME], name="projected"),
+    ]
+
+
 def routed_size(n: int, d: int) -> int:
     """Bytes of the routed graph's initializers: int8 screen, float32 rows and answers."""
     return n * d * 9 + n * 4
@@ -122,10 +137,5 @@ def routed_size(n: int, d: int) -> int:
 
 def routed_arrays(path) -> dict[str, np.ndarray]:
     """Every initializer of a routed graph by name (what verify compares with the teacher)."""
-    try:
-        model = onnx.load_model_from_string(path) if isinstance(path, bytes) else onnx.load(str(path))
-    except Exception as exc:  # noqa: BLE001 - any parse failure: not ONNX
-        name = "teacher_routed.onnx" if isinstance(path, bytes) else path.name
-        raise IntegrityError(f"{name} is not a readable ONNX model ({type(exc).__name__})",
-                             "re-export the bundle") from None
+    model = load_model(path, ROUTED_FILE)
     return {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}

@@ -14,7 +14,7 @@ from ..model.routing import EXP_FLOOR
 from ..model.routing_ivf import IvfIndex
 from . import BATCH_DIM, INPUT_NAME, PROJECTED_NAME
 from .onnx_common import initializer, make_model, normalize_nodes, output, query_input
-from .onnx_routed import ESTIMATE_NAME, TOP_HEADS, TOP_WEIGHTS
+from .onnx_routed import ESTIMATE_NAME, TOP_HEADS, TOP_WEIGHTS, rescore_nodes
 
 IVF_ARRAYS = ("group_keys", "group_mask", "group_sizes", "members", "member_mask", "rows", "answers", "probes")
 
@@ -31,22 +31,7 @@ def make_ivf_model(index: IvfIndex, metadata: dict[str, str]) -> onnx.ModelProto
         h("Reshape", ["cand3", "flat_shape"], ["cand"], name="cand"),
         h("Gather", ["member_mask", "probed"], ["mask3"], axis=0, name="mask3"),
         h("Reshape", ["mask3", "flat_shape"], ["mask"], name="mask"),
-        h("Gather", ["rows", "cand"], ["cand_rows"], axis=0, name="cand_rows"),
-        h("Unsqueeze", ["q_hat", "axis_2"], ["q_col"], name="q_col"),
-        h("MatMul", ["cand_rows", "q_col"], ["x_col"], name="rescore"),
-        h("Squeeze", ["x_col", "axis_2"], ["x0"], name="x0"),
-        h("Add", ["x0", "mask"], ["x"], name="mask_padding"),
-        h("TopK", ["x", "k"], ["x_sorted", "order"], axis=-1, largest=1, sorted=1, name="by_weight"),
-        h("GatherElements", ["cand", "order"], [TOP_HEADS], axis=1, name="top_heads"),
-        h("ReduceMax", ["x_sorted", "axis_1"], ["x_max"], keepdims=1, name="x_max"),
-        h("Sub", ["x_sorted", "x_max"], ["x_shift"], name="x_shift"),
-        h("Exp", ["x_shift"], ["x_exp"], name="x_exp"),
-        h("ReduceSum", ["x_exp", "axis_1"], ["z"], keepdims=1, name="z"),
-        h("Div", ["x_exp", "z"], [TOP_WEIGHTS], name="top_weights"),
-        h("Gather", ["answers", TOP_HEADS], ["cand_answers"], axis=0, name="cand_answers"),
-        h("Unsqueeze", [TOP_WEIGHTS, "axis_1"], ["w_row"], name="w_row"),
-        h("MatMul", ["w_row", "cand_answers"], ["p_row"], name="project"),
-        h("Squeeze", ["p_row", "axis_1"], [PROJECTED_NAME], name="projected"),
+        *rescore_nodes(mask="mask"),
         h("Sub", ["gs", "x_max"], ["g_shift"], name="g_shift"),
         h("Max", ["g_shift", "exp_floor"], ["g_shift_floor"], name="g_shift_floor"),
         h("Exp", ["g_shift_floor"], ["g_exp"], name="g_exp"),

@@ -15,7 +15,7 @@ from onnx import helper, numpy_helper
 from ..errors import IntegrityError
 from ..model.teacher import Teacher
 from . import INPUT_NAME, PROJECTED_NAME, WEIGHTS_NAME
-from .onnx_common import initializer, make_model, normalize_nodes, output, query_input
+from .onnx_common import initializer, load_model, make_model, normalize_nodes, output, query_input
 
 
 def make_teacher_model(teacher: Teacher) -> onnx.ModelProto:
@@ -40,13 +40,9 @@ def make_teacher_model(teacher: Teacher) -> onnx.ModelProto:
 
 def teacher_arrays(source, name: str = "teacher.onnx") -> tuple[np.ndarray, np.ndarray]:
     """The frozen keys (Ĉᵀ/τ) and answers read back from teacher.onnx (bytes or a path): the numpy reference's inputs."""
+    model = load_model(source, name)
     if not isinstance(source, bytes):
         name = getattr(source, "name", name)
-    try:
-        model = onnx.load_from_string(source) if isinstance(source, bytes) else onnx.load(str(source))
-    except Exception as exc:  # noqa: BLE001 - any parse failure: not ONNX
-        raise IntegrityError(f"{name} is not a readable ONNX model ({type(exc).__name__})",
-                             "re-export the bundle") from None
     inits = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
     if "keys" not in inits or "answers" not in inits:
         raise IntegrityError(f"{name} lacks the keys/answers initializers of an h2l teacher",

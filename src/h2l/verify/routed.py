@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..exporters import PROJECTED_NAME
-from ..exporters.onnx_routed import BOUND_NAME, ESTIMATE_NAME, TOP_HEADS, TOP_WEIGHTS, routed_arrays
+from ..exporters.onnx_routed import BOUND_NAME, ESTIMATE_NAME, ROUTED_FILE, TOP_HEADS, TOP_WEIGHTS, routed_arrays
 from ..metrics import cosine
 from ..model.routing import float32_slack, implied_error, make_screen, route
 from ..model.sampling import far_off_queries, near_centroid_queries
@@ -98,14 +98,9 @@ def _differing_initializers(path, expected: dict[str, np.ndarray]) -> list[str]:
     """Names whose stored bytes differ from ``expected`` (compared raw: no second copy of a 350 MB graph)."""
     import onnx
 
-    from ..errors import IntegrityError
+    from ..exporters.onnx_common import load_model
 
-    try:
-        model = onnx.load_model_from_string(path) if isinstance(path, bytes) else onnx.load(str(path))
-    except Exception as exc:  # noqa: BLE001 - any parse failure: not ONNX
-        name = "teacher_routed.onnx" if isinstance(path, bytes) else path.name
-        raise IntegrityError(f"{name} is not a readable ONNX model ({type(exc).__name__})",
-                             "re-export the bundle") from None
+    model = load_model(path, ROUTED_FILE)
     held = {t.name: t for t in model.graph.initializer}
     bad = []
     for name, want in expected.items():
