@@ -174,18 +174,30 @@ func contractEqual(got []TensorSpec, want []TensorSpec) bool {
 	return true
 }
 
-func openModel(name string, e ModelEntry, data []byte, dim int) (*Model, error) {
+// singleThreadOptions are the session options every h2l model uses: one intra-op and one inter-op
+// thread, so that services scale by calling from many goroutines. The caller destroys them.
+func singleThreadOptions() (*ort.SessionOptions, error) {
 	opts, err := ort.NewSessionOptions()
 	if err != nil {
 		return nil, wrap(ErrRuntime, "%w", err)
 	}
-	defer opts.Destroy()
 	if err := opts.SetIntraOpNumThreads(1); err != nil {
+		opts.Destroy()
 		return nil, wrap(ErrRuntime, "%w", err)
 	}
 	if err := opts.SetInterOpNumThreads(1); err != nil {
+		opts.Destroy()
 		return nil, wrap(ErrRuntime, "%w", err)
 	}
+	return opts, nil
+}
+
+func openModel(name string, e ModelEntry, data []byte, dim int) (*Model, error) {
+	opts, err := singleThreadOptions()
+	if err != nil {
+		return nil, err
+	}
+	defer opts.Destroy()
 	ins, outs, err := ort.GetInputOutputInfoWithONNXData(data)
 	if err != nil {
 		return nil, wrap(ErrRuntime, "%s: %w", e.File, err)

@@ -80,17 +80,11 @@ func openEncoder(e ModelEntry, data []byte, tok *TokenizerInfo, tokData []byte, 
 	if tok == nil {
 		return nil, wrap(ErrManifest, "models.encoder needs a tokenizer entry")
 	}
-	opts, err := ort.NewSessionOptions()
+	opts, err := singleThreadOptions()
 	if err != nil {
-		return nil, wrap(ErrRuntime, "%w", err)
+		return nil, err
 	}
 	defer opts.Destroy()
-	if err := opts.SetIntraOpNumThreads(1); err != nil {
-		return nil, wrap(ErrRuntime, "%w", err)
-	}
-	if err := opts.SetInterOpNumThreads(1); err != nil {
-		return nil, wrap(ErrRuntime, "%w", err)
-	}
 	ins, outs, err := ort.GetInputOutputInfoWithONNXData(data)
 	if err != nil {
 		return nil, wrap(ErrRuntime, "%s: %w", e.File, err)
