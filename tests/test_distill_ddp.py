@@ -51,6 +51,7 @@ def _worker(rank: int, world: int, port: int, out: str) -> None:
         grads.append({k: p.grad.clone() for k, p in model.named_parameters()})
     if rank == 0:
         torch.save({"params": {k: v.detach().clone() for k, v in model.state_dict().items()}, "grads": grads}, out)
+    dist.barrier()  # as h2l does: no rank tears gloo down while another still works
     dist.destroy_process_group()
 
 

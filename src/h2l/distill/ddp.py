@@ -61,6 +61,17 @@ def dist_context(cuda: bool) -> DistContext:
     return DistContext(rank, world, local, True, True)
 
 
+def barrier(ctx: DistContext) -> None:
+    """Wait for every rank before teardown.
+
+    Without it a non-main rank destroys its gloo group while rank 0 is still
+    evaluating and writing, and gloo can then abort that rank at exit
+    ("terminate called without an active exception", seen once in CI).
+    """
+    if ctx.active:
+        dist.barrier()
+
+
 def close(ctx: DistContext) -> None:
     if ctx.owns_group and dist.is_initialized():
         dist.destroy_process_group()

@@ -194,7 +194,9 @@ def distill(teacher: Teacher, out: str | Path, *, student: StudentConfig | None 
             raise InputError(f"--batch-size {cfg.batch_size} is not divisible by {ctx.world} ranks",
                              f"pass a multiple of {ctx.world} (it is the global batch)")
         with matmul_precision(cfg.precision, dev):
-            return _run(teacher, out, scfg, cfg, queries, dev, ctx, resume, quiet, stop_after)
+            result = _run(teacher, out, scfg, cfg, queries, dev, ctx, resume, quiet, stop_after)
+        ddp.barrier(ctx)  # no rank tears gloo down while another still evaluates and writes
+        return result
     except RuntimeError as exc:
         if not ctx.active:
             raise
