@@ -29,6 +29,7 @@ from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
 
 from ..errors import IntegrityError
+from ..onnx_wire import split_model
 
 MAX_MANIFEST_BYTES = 64 * 2**20  # an N = 700,000 manifest (the 2 GiB ONNX limit at d = 384) is ~20 MB
 MAX_SIGNATURE_BYTES = 4096
@@ -141,13 +142,26 @@ def _check_inline(rel: str, where: str, t) -> None:
     if bits is None:  # strings, or a type this onnx does not know: onnxruntime decides
         return
     if t.HasField("raw_data") or n == 0:
-        want, got = math.ceil(n * bits / 8), len(t.raw_data)
-    else:
-        field = next((f for f in _TYPED if len(getattr(t, f))), None)
-        slots = 2 if t.data_type in (14, 15) else (bits / 8 if bits < 8 else 1)
-        want, got = math.ceil(n * slots), (len(getattr(t, field)) if field else 0)
+        _check_size(rel, where, t.dims, t.data_type, len(t.raw_data))
+        return
+    field = next((f for f in _TYPED if len(getattr(t, f))), None)
+    slots = 2 if t.data_type in (14, 15) else (bits / 8 if bits < 8 else 1)
+    _mismatch(rel, where, t.dims, n, math.ceil(n * slots), len(getattr(t, field)) if field else 0)
+
+
+def _check_size(rel: str, where: str, dims, data_type: int, raw_bytes: int) -> None:
+    """A tensor's raw bytes must be exactly what its shape and type declare."""
+    if any(d < 0 for d in dims):
+        raise IntegrityError(f"{rel} {where} has a negative dimension {list(dims)}", _FIX)
+    n = math.prod(dims)
+    bits = _BITS.get(data_type)
+    if bits is not None:
+        _mismatch(rel, where, dims, n, math.ceil(n * bits / 8), raw_bytes)
+
+
+def _mismatch(rel: str, where: str, dims, n: int, want: int, got: int) -> None:
     if got != want:
-        raise IntegrityError(f"{rel} {where} declares shape {list(t.dims)} ({n:,} elements) but holds "
+        raise IntegrityError(f"{rel} {where} declares shape {list(dims)} ({n:,} elements) but holds "
                              f"{got:,} of the {want:,} values or bytes that needs (an oversize or truncated tensor)",
                              _FIX)
 
@@ -192,12 +206,18 @@ def check_onnx(root: Path, rel: str, listed: dict[str, int], data: bytes | None 
 
     if data is None:
         data = read_plain_file(root / rel, MAX_MODEL_BYTES, f"model file {rel}")
+    # the large initializers are checked on their wire records and left out of the parse: parsing and the
+    # checker would otherwise copy a 350 MB model three times over
     try:
-        model = onnx.load_model_from_string(data)
+        small, split = split_model(data, "placeholder")
+        model = onnx.load_model_from_string(small)
     except Exception as exc:  # noqa: BLE001 - protobuf raises DecodeError and friends
         raise IntegrityError(f"{rel} is not a readable ONNX model ({type(exc).__name__})", _FIX) from None
-    del data
-    tensors = list(_tensors(model.graph))
+    del data, small
+    for w in split:
+        _check_size(rel, f"initializer {w.name!r}", w.dims, w.data_type, w.length)
+    stripped = {w.position for w in split}
+    tensors = [wt for i, wt in enumerate(_tensors(model.graph)) if i not in stripped]
     for f in model.functions:
         tensors += list(_node_tensors(f.node))
     external = False

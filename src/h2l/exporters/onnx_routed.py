@@ -13,6 +13,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from ..onnx_wire import WireError, initializer_arrays, split_model
 from ..model.routing import EXP_FLOOR, QUERY_LEVELS, QUERY_ZERO_POINT, SCALE_FLOOR, ScreenIndex
 from . import BATCH_DIM, INPUT_NAME, PROJECTED_NAME
 from .onnx_common import initializer, load_model, make_model, normalize_nodes, output, query_input
@@ -136,6 +137,14 @@ def routed_size(n: int, d: int) -> int:
 
 
 def routed_arrays(path) -> dict[str, np.ndarray]:
-    """Every initializer of a routed graph by name (what verify compares with the teacher)."""
+    """Every initializer of a routed graph by name (what verify compares with the teacher); from bytes, the large
+    ones are read-only views of them."""
+    if isinstance(path, bytes):
+        try:
+            held = initializer_arrays(path)
+        except WireError:
+            held = {}
+        model = load_model(split_model(path, "placeholder")[0] if held else path, ROUTED_FILE)
+        return {**{t.name: numpy_helper.to_array(t) for t in model.graph.initializer if t.name not in held}, **held}
     model = load_model(path, ROUTED_FILE)
     return {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}

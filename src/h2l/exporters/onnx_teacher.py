@@ -14,6 +14,7 @@ from onnx import helper, numpy_helper
 
 from ..errors import IntegrityError
 from ..model.teacher import Teacher
+from ..onnx_wire import WireError, initializer_arrays
 from . import INPUT_NAME, PROJECTED_NAME, WEIGHTS_NAME
 from .onnx_common import initializer, load_model, make_model, normalize_nodes, output, query_input
 
@@ -39,7 +40,16 @@ def make_teacher_model(teacher: Teacher) -> onnx.ModelProto:
 
 
 def teacher_arrays(source, name: str = "teacher.onnx") -> tuple[np.ndarray, np.ndarray]:
-    """The frozen keys (Ĉᵀ/τ) and answers read back from teacher.onnx (bytes or a path): the numpy reference's inputs."""
+    """The frozen keys (Ĉᵀ/τ) and answers read back from teacher.onnx (bytes or a path): the numpy reference's inputs.
+
+    From bytes they are read-only views of those bytes (no copy: at N = 100k each is 150 MB)."""
+    if isinstance(source, bytes):
+        try:
+            held = initializer_arrays(source, ("keys", "answers"))
+        except WireError:
+            held = {}
+        if len(held) == 2:
+            return held["keys"], held["answers"]
     model = load_model(source, name)
     if not isinstance(source, bytes):
         name = getattr(source, "name", name)

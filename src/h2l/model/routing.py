@@ -59,30 +59,43 @@ class ScreenIndex:
         return int(self.rows.shape[1])
 
 
-def make_screen(keys: np.ndarray, answers: np.ndarray, chunk: int = 8192) -> ScreenIndex:
-    """Quantise the flat teacher's keys (d, N) to int8 rows and record the provable residuals.
+def screen_chunks(keys: np.ndarray, chunk: int = 8192):
+    """(first head, int8 rows (m, d), scales (m,), max residual/scale, max ‖K_i‖) for ``chunk`` heads at a time.
 
-    Works ``chunk`` heads at a time so that N = 100k does not hold several float64 copies of the keys.
-    """
+    Chunked so that N = 100k never holds a float64 copy of all keys (make_screen builds from these, and
+    verify compares a shipped screen with them without building a second one)."""
     keys = np.asarray(keys, np.float32)
-    d, n = keys.shape
-    weights = np.empty((d, n), np.int8)
-    scale = np.empty(n, np.float32)
-    rho = norm = 0.0
-    for lo in range(0, n, chunk):
+    for lo in range(0, keys.shape[1], chunk):
         k64 = keys[:, lo:lo + chunk].T.astype(np.float64)  # exact copies of the float32 keys
         sc = (np.maximum(np.abs(k64).max(axis=1), SCALE_FLOOR) / WEIGHT_LEVELS).astype(np.float32)
         s64 = sc[:, None].astype(np.float64)
         w = np.clip(np.rint(k64 / s64), -WEIGHT_LEVELS, WEIGHT_LEVELS)
         resid = np.abs(k64 - w * s64).max(axis=1)  # exact: 24-bit × 8-bit products fit a double
-        rho = max(rho, float((resid / s64[:, 0]).max()))
-        norm = max(norm, float(np.linalg.norm(k64, axis=1).max()))
-        weights[:, lo:lo + chunk] = w.T.astype(np.int8)
-        scale[lo:lo + chunk] = sc
-    up = lambda x: float(np.nextafter(np.float32(x), np.float32(np.inf)))  # noqa: E731 - round up to float32
-    # a float32 dot of d terms errs by ≤ d·2⁻²⁴·‖q‖‖K‖; twice (screen and exact side), and the int32→float cast
-    slack = float(np.float32(4 * (d + 8) * 2.0**-24))
-    return ScreenIndex(weights, scale, up(rho), up(norm), slack, np.ascontiguousarray(keys.T),
+        yield lo, w.astype(np.int8), sc, float((resid / s64[:, 0]).max()), float(np.linalg.norm(k64, axis=1).max())
+
+
+def round_up(x: float) -> float:
+    """x rounded up to the next float32: a bound stored in float32 must not shrink."""
+    return float(np.nextafter(np.float32(x), np.float32(np.inf)))
+
+
+def screen_slack(d: int) -> float:
+    """A float32 dot of d terms errs by ≤ d·2⁻²⁴·‖q‖‖K‖; twice (screen and exact side), and the int32→float cast."""
+    return float(np.float32(4 * (d + 8) * 2.0**-24))
+
+
+def make_screen(keys: np.ndarray, answers: np.ndarray, chunk: int = 8192) -> ScreenIndex:
+    """Quantise the flat teacher's keys (d, N) to int8 rows and record the provable residuals."""
+    keys = np.asarray(keys, np.float32)
+    d, n = keys.shape
+    weights = np.empty((d, n), np.int8)
+    scale = np.empty(n, np.float32)
+    rho = norm = 0.0
+    for lo, w, sc, r, nm in screen_chunks(keys, chunk):
+        weights[:, lo:lo + len(sc)] = w.T
+        scale[lo:lo + len(sc)] = sc
+        rho, norm = max(rho, r), max(norm, nm)
+    return ScreenIndex(weights, scale, round_up(rho), round_up(norm), screen_slack(d), np.ascontiguousarray(keys.T),
                        np.ascontiguousarray(answers, np.float32))
 
 

@@ -71,29 +71,55 @@ def resolve_providers(provider: str) -> tuple[list[str], list[tuple[str, str]]]:
     return run[provider], skipped
 
 
-def _max_abs(a: np.ndarray, b: np.ndarray) -> float:
-    return float(np.max(np.abs(a.astype(np.float64) - b))) if a.size else 0.0
+def _max_abs(a: np.ndarray, b: np.ndarray, rows: int = 16) -> float:
+    """max |a − b| in float64, a few rows at a time ([256, N] routing weights would otherwise make three
+    float64 temporaries of 200 MB each at N = 100k)."""
+    if not a.size:
+        return 0.0
+    return max(float(np.max(np.abs(a[i:i + rows].astype(np.float64) - b[i:i + rows])))
+               for i in range(0, len(a), rows))
+
+
+def _open(bundle: Bundle, name: str, data: bytes, provider: str) -> tuple[Runner | None, Check]:
+    """A session from the verified bytes (never re-opened), and its I/O-contract check."""
+    meta = bundle.models[name]
+    try:
+        runner = make_runner(data, provider)
+    except ProviderError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own types
+        raise IntegrityError(f"{meta['file']} does not load in onnxruntime ({str(exc).splitlines()[0][:160]})",
+                             "re-export the bundle") from None
+    diff = contract_diff({"inputs": meta["inputs"], "outputs": meta["outputs"]}, contract_of(runner.session))
+    return (None if diff else runner), Check(name, provider, "io_contract", not diff, "integrity",
+                                             detail="; ".join(diff))
+
+
+def _golden(bundle: Bundle, name: str, runner: Runner, golden: np.ndarray, provider: str, atol: float) -> list[Check]:
+    got = runner.run(golden)
+    out = []
+    for out_name in bundle.manifest["golden"]["outputs"].get(name, {}):
+        err = _max_abs(got[out_name], bundle.golden_output(name, out_name))
+        out.append(Check(name, provider, f"golden:{out_name}", err <= atol, "parity", err, atol))
+    return out
 
 
 def _check_provider(bundle: Bundle, provider: str, sources: dict[str, np.ndarray], min_cosine: float,
                     labels: np.ndarray | None, summary: dict, keys: np.ndarray, answers: np.ndarray,
-                    model_bytes: dict[str, bytes]) -> list[Check]:
+                    model_bytes) -> list[Check]:
+    """The checks of one provider.  The routed teacher runs last, after every other session is released,
+    so that verifying it never holds two N-sized sessions at once (at N = 100k each is 300+ MB)."""
     checks: list[Check] = []
     atol = ATOL[provider]
     runners: dict[str, Runner] = {}
-    for name, meta in bundle.models.items():
-        try:
-            runners[name] = make_runner(model_bytes[name], provider)  # the verified bytes, never re-opened
-        except ProviderError:
-            raise
-        except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own types
-            raise IntegrityError(f"{meta['file']} does not load in onnxruntime ({str(exc).splitlines()[0][:160]})",
-                                 "re-export the bundle") from None
-        diff = contract_diff({"inputs": meta["inputs"], "outputs": meta["outputs"]},
-                             contract_of(runners[name].session))
-        checks.append(Check(name, provider, "io_contract", not diff, "integrity", detail="; ".join(diff)))
-        if diff:
+    for name in bundle.models:
+        if name == "routed":
+            continue
+        runner, contract_check = _open(bundle, name, model_bytes(name), provider)
+        checks.append(contract_check)
+        if runner is None:
             return checks
+        runners[name] = runner
     # dynamic int8 quantizes activations per call, so a row's output depends slightly on its batch
     int8 = bundle.models.get("student", {}).get("quantization") == "int8"
     batch_atol = INT8_BATCH_ATOL if int8 else atol
@@ -104,15 +130,7 @@ def _check_provider(bundle: Bundle, provider: str, sources: dict[str, np.ndarray
 
             checks += check_encoder(bundle, runner, runners, answers, atol, summary)
             continue
-        got = runner.run(golden)
-        for out_name in bundle.manifest["golden"]["outputs"].get(name, {}):
-            err = _max_abs(got[out_name], bundle.golden_output(name, out_name))
-            checks.append(Check(name, provider, f"golden:{out_name}", err <= atol, "parity", err, atol))
-    if "routed" in runners:
-        from .routed import check_routed
-
-        checks += check_routed(bundle, provider, runners["routed"], sources, keys, answers, atol, summary, Check,
-                               BATCH_SIZES)
+        checks += _golden(bundle, name, runner, golden, provider, atol)
     teacher_ref = {}
     for src, q in sources.items():
         ref_p, ref_w = project_arrays(q, keys, answers)
@@ -146,6 +164,17 @@ def _check_provider(bundle: Bundle, provider: str, sources: dict[str, np.ndarray
             summary.setdefault(provider, {}).setdefault("recall_at_1", {})[name] = r
             checks.append(Check(name, provider, "recall@1:user", True, "info", r, None,
                                 "nearest answer equals the query's cluster"))
+    runners.clear()
+    if "routed" in bundle.models:
+        from .routed import check_routed
+
+        data = model_bytes("routed")
+        runner, contract_check = _open(bundle, "routed", data, provider)
+        checks.append(contract_check)
+        if runner is not None:
+            checks += _golden(bundle, "routed", runner, golden, provider, atol)
+            checks += check_routed(bundle, provider, runner, data, sources, keys, answers, atol, summary, Check,
+                                   BATCH_SIZES)
     return checks
 
 
@@ -165,9 +194,13 @@ def verify_bundle(root, *, provider: str = "auto", min_cosine: float = 0.98, que
     ``public_key`` (KEY.pub path or bytes): refuse, before anything else, a bundle it did not sign."""
     providers, skipped = resolve_providers(provider)
     bundle = open_bundle(root, defer_models=True, public_key=public_key)
-    model_bytes = {name: bundle.read_verified(meta["file"]) for name, meta in bundle.models.items()}
+    teacher_bytes = bundle.read_verified(bundle.models["teacher"]["file"])
+
+    def model_bytes(name: str) -> bytes:  # each read is hashed and screened; only the teacher's is kept
+        return teacher_bytes if name == "teacher" else bundle.read_verified(bundle.models[name]["file"])
+
     d = bundle.manifest["teacher"]["dim"]
-    keys, answers = teacher_arrays(model_bytes["teacher"], bundle.models["teacher"]["file"])
+    keys, answers = teacher_arrays(teacher_bytes, bundle.models["teacher"]["file"])  # views of those bytes
     rng = np.random.default_rng(seed)
     sources = {"golden": check_queries(bundle.golden_inputs(), d, what="golden inputs"),
                "sampled": sampled_queries(keys, bundle.manifest["teacher"]["temperature"], n_sampled, seed),

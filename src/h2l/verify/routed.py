@@ -13,7 +13,7 @@ import numpy as np
 from ..exporters import PROJECTED_NAME
 from ..exporters.onnx_routed import BOUND_NAME, ESTIMATE_NAME, ROUTED_FILE, TOP_HEADS, TOP_WEIGHTS, routed_arrays
 from ..metrics import cosine
-from ..model.routing import float32_slack, implied_error, make_screen, route
+from ..model.routing import ScreenIndex, float32_slack, implied_error, round_up, route, screen_chunks, screen_slack
 from ..model.sampling import far_off_queries, near_centroid_queries
 from ..model.teacher import project_arrays
 
@@ -25,21 +25,17 @@ def routed_sources(keys: np.ndarray, temperature: float, sources: dict, seed: in
             "far_off": far_off_queries(keys, temperature, 64, seed + 12)}
 
 
-def check_routed(bundle, provider: str, runner, sources: dict[str, np.ndarray], keys: np.ndarray,
+def check_routed(bundle, provider: str, runner, data: bytes, sources: dict[str, np.ndarray], keys: np.ndarray,
                  answers: np.ndarray, atol: float, summary: dict, check_cls, batch_sizes) -> list:
-    """Every routed-teacher check on one provider, as verify's Check records."""
+    """Every routed-teacher check on one provider, as verify's Check records (``data``: the verified file)."""
     meta = bundle.models["routed"]
     checks = []
     estimate = meta.get("bound") == "estimate"
     mass_name = ESTIMATE_NAME if estimate else BOUND_NAME
     index = ivf = None
+    held = routed_arrays(data)  # views of the verified bytes: the reference reads what the session was built from
     if meta.get("router", "screen") == "screen":
-        index = make_screen(keys, answers)
-        scalar = lambda v: np.array([v], np.float32)  # noqa: E731 - 0-d initializers are stored with shape (1,)
-        expected = {"screen_weights": index.weights, "screen_scale": index.scale, "rho": scalar(index.rho),
-                    "slack": scalar(index.slack), "key_norm": scalar(index.key_norm), "rows": index.rows,
-                    "answers": index.answers}
-        bad = _differing_initializers(bundle.read_verified(meta["file"]), expected)
+        bad, index = screen_differs(keys, answers, held)
         checks.append(check_cls("routed", provider, "same_teacher", not bad, "integrity",
                                 detail=("initializers differ from the flat teacher's: " + ", ".join(bad)) if bad else ""))
         if bad:
@@ -47,9 +43,7 @@ def check_routed(bundle, provider: str, runner, sources: dict[str, np.ndarray], 
     else:  # ivf: the shipped tables are the reference; rows and answers must still be the teacher's
         from ..exporters.onnx_routed_ivf import ivf_index_from_arrays
 
-        held = routed_arrays(bundle.read_verified(meta["file"]))
-        ok = "rows" in held and "answers" in held and np.array_equal(held["rows"], np.ascontiguousarray(keys.T)) \
-            and np.array_equal(held["answers"], answers)
+        ok = "rows" in held and "answers" in held and _same(held["rows"], keys.T) and _same(held["answers"], answers)
         checks.append(check_cls("routed", provider, "same_teacher", ok, "integrity",
                                 detail="" if ok else "rows/answers differ from the flat teacher's"))
         if not ok:
@@ -94,20 +88,37 @@ def check_routed(bundle, provider: str, runner, sources: dict[str, np.ndarray], 
     return checks
 
 
-def _differing_initializers(path, expected: dict[str, np.ndarray]) -> list[str]:
-    """Names whose stored bytes differ from ``expected`` (compared raw: no second copy of a 350 MB graph)."""
-    import onnx
+def _same(a: np.ndarray, b: np.ndarray, chunk: int = 8192) -> bool:
+    """Equal shape, dtype and values, compared a row block at a time (no full-size temporaries)."""
+    if a.shape != b.shape or a.dtype != b.dtype:
+        return False
+    return all(np.array_equal(a[i:i + chunk], b[i:i + chunk]) for i in range(0, max(len(a), 1), chunk))
 
-    from ..exporters.onnx_common import load_model
 
-    model = load_model(path, ROUTED_FILE)
-    held = {t.name: t for t in model.graph.initializer}
-    bad = []
-    for name, want in expected.items():
-        t = held.get(name)
-        want = np.ascontiguousarray(want)
-        if t is None or list(t.dims) != list(want.shape) or \
-                onnx.helper.tensor_dtype_to_np_dtype(t.data_type) != want.dtype or \
-                t.raw_data != want.astype(want.dtype.newbyteorder("<")).tobytes():
-            bad.append(name)
-    return bad
+def screen_differs(keys: np.ndarray, answers: np.ndarray, held: dict[str, np.ndarray]) -> tuple[list[str], ScreenIndex]:
+    """(names of shipped screen initializers that differ from the screen of ``keys``, the index over ``held``).
+
+    The screen is rebuilt a chunk of heads at a time and compared with the shipped views, so verify never
+    holds a second screen; once equal, the shipped arrays themselves serve as the numpy reference's index."""
+    need = ("screen_weights", "screen_scale", "rows", "answers", "rho", "slack", "key_norm")
+    bad = [n for n in need if n not in held]
+    if bad:
+        return bad, None
+    d, n = keys.shape
+    w, sc, rows = held["screen_weights"], held["screen_scale"], held["rows"]
+    ok = {"screen_weights": w.shape == (d, n) and w.dtype == np.int8,
+          "screen_scale": sc.shape == (n,) and sc.dtype == np.float32, "rows": _same(rows, keys.T)}
+    rho = norm = 0.0
+    for lo, wc, scc, r, nm in screen_chunks(keys):
+        hi = lo + len(scc)
+        ok["screen_weights"] = ok["screen_weights"] and np.array_equal(w[:, lo:hi].T, wc)
+        ok["screen_scale"] = ok["screen_scale"] and np.array_equal(sc[lo:hi], scc)
+        rho, norm = max(rho, r), max(norm, nm)
+    scalars = {"rho": round_up(rho), "key_norm": round_up(norm), "slack": screen_slack(d)}
+    for name, v in scalars.items():
+        ok[name] = held[name].dtype == np.float32 and held[name].size == 1 and float(held[name].reshape(-1)[0]) == v
+    ok["answers"] = _same(held["answers"], np.ascontiguousarray(answers, np.float32))
+    bad = [name for name in need if not ok[name]]
+    if bad:
+        return bad, None
+    return [], ScreenIndex(w, sc, scalars["rho"], scalars["key_norm"], scalars["slack"], rows, held["answers"])
