@@ -9,6 +9,7 @@ from onnx import TensorProto, helper, numpy_helper
 from .. import __version__
 from ..errors import IntegrityError, OutputError
 from ..model.teacher import NORM_EPS
+from ..onnx_wire import split_model
 from . import BATCH_DIM, INPUT_NAME
 
 #: Opset 18 (IR 8) loads in every onnxruntime since 1.14, including the
@@ -68,6 +69,14 @@ def serialize(model: onnx.ModelProto, what: str) -> bytes:
 def check(model: onnx.ModelProto) -> None:
     """Run onnx's full checker (shape inference included) on an in-memory model."""
     onnx.checker.check_model(model, full_check=True)
+
+
+def check_serialized(data: bytes) -> None:
+    """:func:`check` on serialized bytes, run on the model without its large initializers (structure, then
+    strict shape and type inference: what ``full_check`` does), so a 350 MB model is not parsed twice more."""
+    onnx.checker.check_model(split_model(data, "placeholder")[0])
+    onnx.shape_inference.infer_shapes(onnx.load_model_from_string(split_model(data, "external")[0]),
+                                      check_type=True, strict_mode=True)
 
 
 def contract(model: onnx.ModelProto) -> dict:

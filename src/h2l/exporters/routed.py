@@ -8,7 +8,8 @@ on the staged bundle, like every other model.
 from __future__ import annotations
 
 from ..errors import InputError
-from .onnx_common import contract, check, check_size, serialize
+from ..onnx_wire import join_model
+from .onnx_common import contract, check, check_serialized, check_size, serialize
 from .onnx_routed import ROUTED_FILE, make_routed_model, routed_size
 from ..model.routing import make_screen
 from ..model.routing_profile import DEFAULT_EPSILON, MAX_AUTO_K, choose_k, profile_queries, teacher_profile
@@ -38,9 +39,11 @@ def routed_model(teacher: Teacher, *, router: str = "screen", candidates: int | 
         k, how = min(candidates, teacher.n_heads), "--candidates"
     meta = {"h2l.name": teacher.name, "h2l.temperature": repr(teacher.temperature),
             "h2l.teacher_sha256": teacher.fingerprint()}
-    proto = make_routed_model(index, k, meta)
-    check(proto)
-    data = serialize(proto, ROUTED_FILE)
+    proto = make_routed_model(index, k, meta, placeholders=True)  # a few kB: the N-sized tables join below
+    data = join_model(serialize(proto, ROUTED_FILE),
+                      {"screen_weights": index.weights, "screen_scale": index.scale, "rows": index.rows,
+                       "answers": index.answers})
+    check_serialized(data)
     entry = {"file": ROUTED_FILE, "role": "routed_teacher", "router": "screen", "candidates": k, "bound": "proven",
              "opset": proto.opset_import[0].version, "ir_version": proto.ir_version, **contract(proto)}
     saves = k < teacher.n_heads

@@ -176,7 +176,10 @@ def route(index: ScreenIndex, q: np.ndarray, k: int) -> Routed:
 
 def flat_weights(keys: np.ndarray, q: np.ndarray) -> np.ndarray:
     """The flat teacher's routing weights in float64 (for measuring, not serving)."""
-    logits = normalize(q).astype(np.float64) @ np.asarray(keys, np.float64)
+    qn = normalize(q).astype(np.float64)
+    logits = np.empty((len(qn), keys.shape[1]))
+    for lo in range(0, keys.shape[1], 16384):  # a float64 copy of 16k keys at a time, not of all N
+        logits[:, lo:lo + 16384] = qn @ keys[:, lo:lo + 16384].astype(np.float64)
     logits -= logits.max(axis=1, keepdims=True)
     w = np.exp(logits)
     return w / w.sum(axis=1, keepdims=True)
@@ -191,7 +194,14 @@ def skipped_mass(weights: np.ndarray, heads: np.ndarray) -> np.ndarray:
 
 def implied_error(bound: np.ndarray, answers: np.ndarray) -> np.ndarray:
     """‖routed − flat‖₂ the bound allows: 2 · bound · max‖a‖."""
-    return 2.0 * np.asarray(bound, np.float64) * float(np.linalg.norm(np.asarray(answers, np.float64), axis=1).max())
+    return 2.0 * np.asarray(bound, np.float64) * max_norm(answers)
+
+
+def max_norm(answers: np.ndarray, rows: int = 8192) -> float:
+    """max‖a_i‖₂ in float64, a block of rows at a time (no 300 MB float64 copy at N = 100k)."""
+    a = np.asarray(answers)
+    return max((float(np.linalg.norm(a[i:i + rows].astype(np.float64), axis=1).max())
+                for i in range(0, len(a), rows)), default=0.0)
 
 
 def float32_slack(temperature: float, answers: np.ndarray) -> float:
@@ -202,7 +212,7 @@ def float32_slack(temperature: float, answers: np.ndarray) -> float:
     A fixed 1e-5 suffices at τ = 0.1 but not at τ ≈ 0.005 (logits near 200), where the flat teacher's
     own rounding exceeds it; hence 1e-5 plus 4 ulps of the largest logit, times 2·max‖a‖.
     """
-    max_a = float(np.linalg.norm(np.asarray(answers, np.float64), axis=1).max())
+    max_a = max_norm(answers)
     return 1e-5 + 2.0 * 4.0 * float(np.finfo(np.float32).eps) / float(temperature) * max_a
 
 

@@ -19,6 +19,7 @@ MIN_K = 32
 #: The auto K never exceeds this: the graph gathers K rows per query ([batch, K, d] floats), and where
 #: more are needed the teacher is spread, the bound says so per query, and callers fall back to flat.
 MAX_AUTO_K = 2048
+ROWS = 32  # queries measured at once: every statistic here is per query
 
 
 def _stats(x: np.ndarray) -> dict:
@@ -33,7 +34,8 @@ def profile_queries(keys: np.ndarray, temperature: float, n: int, seed: int) -> 
 
 def choose_k(index: ScreenIndex, queries: np.ndarray, eps: float = DEFAULT_EPSILON, quantile: float = 95) -> int:
     """The K that certifies ``eps`` on ``quantile``% of ``queries``, rounded up to 16 (32 ≤ K ≤ 2048, ≤ N)."""
-    need = float(np.percentile(certified_k(index, queries, eps), quantile))
+    ks = np.concatenate([certified_k(index, queries[i:i + ROWS], eps) for i in range(0, len(queries), ROWS)])
+    need = float(np.percentile(ks, quantile))
     k = int(np.ceil(max(need, MIN_K) / 16) * 16)
     return min(k, MAX_AUTO_K, index.n_heads)
 
@@ -43,13 +45,18 @@ def teacher_profile(keys: np.ndarray, answers: np.ndarray, temperature: float, *
     """Effective heads and candidates needed on ``n`` near-centroid queries, with a plain verdict."""
     n_heads = keys.shape[1]
     q = near_centroid_queries(keys, temperature, n, seed)
-    w = flat_weights(keys, q)
     index = index if index is not None else make_screen(keys, answers)
-    eff = effective_heads(w)
-    need = {}
-    for eps in EPSILONS:
-        bm, ck = best_m(w, eps), certified_k(index, q, eps)
-        need[f"{eps:g}"] = {"best_m": _stats(bm), "certified_k": _stats(ck)}
+    eff, top1, bm, ck = [], [], {e: [] for e in EPSILONS}, {e: [] for e in EPSILONS}
+    for i in range(0, n, ROWS):  # per row, so a few rows at a time: [256, N] float64 is 200 MB at N = 100k
+        w = flat_weights(keys, q[i:i + ROWS])
+        eff.append(effective_heads(w))
+        top1.append(w.max(axis=1))
+        for eps in EPSILONS:
+            bm[eps].append(best_m(w, eps))
+            ck[eps].append(certified_k(index, q[i:i + ROWS], eps))
+    eff, top1 = np.concatenate(eff), np.concatenate(top1)
+    need = {f"{e:g}": {"best_m": _stats(np.concatenate(bm[e])), "certified_k": _stats(np.concatenate(ck[e]))}
+            for e in EPSILONS}
     worst = need[f"{1e-4:g}"]["certified_k"]["median"]
     verdict = ("peaked: a routed teacher can be exact here (median certified K for mass 1e-4 is "
                f"{worst:g} of {n_heads})")
@@ -60,4 +67,4 @@ def teacher_profile(keys: np.ndarray, answers: np.ndarray, temperature: float, *
                    f"{np.median(eff):.0f}); routing saves little. Use the flat teacher or a lower τ.")
     return {"queries": {"kind": "near-centroid", "n": n, "seed": seed}, "n_heads": n_heads,
             "temperature": temperature, "effective_heads": _stats(eff),
-            "top1_weight": _stats(w.max(axis=1)), "candidates_needed": need, "routable": exact, "verdict": verdict}
+            "top1_weight": _stats(top1), "candidates_needed": need, "routable": exact, "verdict": verdict}

@@ -39,9 +39,10 @@ class Runner:
         return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
 
-def session_options(threads: int | None = None, opt_level: str = "all") -> ort.SessionOptions:
+def session_options(threads: int | None = None, opt_level: str = "all", arena: bool = True) -> ort.SessionOptions:
     so = ort.SessionOptions()
     so.log_severity_level = 3
+    so.enable_cpu_mem_arena = arena
     if threads:
         so.intra_op_num_threads = threads
         so.inter_op_num_threads = 1
@@ -56,9 +57,12 @@ def session_options(threads: int | None = None, opt_level: str = "all") -> ort.S
 
 
 def make_runner(model: str | Path | bytes, provider: str = "cpu", threads: int | None = None,
-                opt_level: str = "all") -> Runner:
-    """Open a session on ``provider`` ("cpu" or "cuda"); a CUDA fallback to CPU is a ProviderError."""
-    so = session_options(threads, opt_level)
+                opt_level: str = "all", arena: bool = True) -> Runner:
+    """Open a session on ``provider`` ("cpu" or "cuda"); a CUDA fallback to CPU is a ProviderError.
+
+    ``arena=False`` returns activation memory after every run (verify: one-off checks, large N) instead of
+    keeping onnxruntime's CPU arena at its high-water mark (serving: no allocation per call)."""
+    so = session_options(threads, opt_level, arena)
     src = lean_source(model, so) if isinstance(model, bytes) else str(model)
     if provider == "cpu":
         return Runner(ort.InferenceSession(src, so, providers=[CPU]), "cpu")

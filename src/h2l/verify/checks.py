@@ -84,7 +84,7 @@ def _open(bundle: Bundle, name: str, data: bytes, provider: str) -> tuple[Runner
     """A session from the verified bytes (never re-opened), and its I/O-contract check."""
     meta = bundle.models[name]
     try:
-        runner = make_runner(data, provider)
+        runner = make_runner(data, provider, arena=False)  # activations freed after each run, not kept
     except ProviderError:
         raise
     except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own types
@@ -107,8 +107,7 @@ def _golden(bundle: Bundle, name: str, runner: Runner, golden: np.ndarray, provi
 def _check_provider(bundle: Bundle, provider: str, sources: dict[str, np.ndarray], min_cosine: float,
                     labels: np.ndarray | None, summary: dict, keys: np.ndarray, answers: np.ndarray,
                     model_bytes) -> list[Check]:
-    """The checks of one provider.  The routed teacher runs last, after every other session is released,
-    so that verifying it never holds two N-sized sessions at once (at N = 100k each is 300+ MB)."""
+    """The checks of one provider on every model but the routed teacher (see :func:`_verify_routed`)."""
     checks: list[Check] = []
     atol = ATOL[provider]
     runners: dict[str, Runner] = {}
@@ -164,17 +163,6 @@ def _check_provider(bundle: Bundle, provider: str, sources: dict[str, np.ndarray
             summary.setdefault(provider, {}).setdefault("recall_at_1", {})[name] = r
             checks.append(Check(name, provider, "recall@1:user", True, "info", r, None,
                                 "nearest answer equals the query's cluster"))
-    runners.clear()
-    if "routed" in bundle.models:
-        from .routed import check_routed
-
-        data = model_bytes("routed")
-        runner, contract_check = _open(bundle, "routed", data, provider)
-        checks.append(contract_check)
-        if runner is not None:
-            checks += _golden(bundle, "routed", runner, golden, provider, atol)
-            checks += check_routed(bundle, provider, runner, data, sources, keys, answers, atol, summary, Check,
-                                   BATCH_SIZES)
     return checks
 
 
@@ -194,6 +182,26 @@ def verify_bundle(root, *, provider: str = "auto", min_cosine: float = 0.98, que
     ``public_key`` (KEY.pub path or bytes): refuse, before anything else, a bundle it did not sign."""
     providers, skipped = resolve_providers(provider)
     bundle = open_bundle(root, defer_models=True, public_key=public_key)
+    from .text import check_answers, check_encoder_vs_st  # verify.text builds on this module's Check
+
+    summary: dict = {}
+    checks: list[Check] = check_answers(bundle)
+    flat_checks, routed = _verify_flat(bundle, providers, min_cosine, queries, labels, n_sampled, seed, summary)
+    checks += flat_checks
+    if routed is not None:  # after _verify_flat returned: the flat teacher's bytes and sessions are gone
+        checks += _verify_routed(bundle, providers, routed, summary)
+    if "encoder" in bundle.models:
+        st_check, reason = check_encoder_vs_st(bundle)
+        checks += st_check
+        if reason:
+            skipped = [*skipped, ("encoder vs sentence-transformers", reason)]
+    return VerifyReport(tuple(checks), tuple(providers), tuple(skipped), min_cosine, summary)
+
+
+def _verify_flat(bundle: Bundle, providers: list[str], min_cosine: float, queries, labels, n_sampled: int,
+                 seed: int, summary: dict):
+    """Every model but the routed teacher, on every provider; and what the routed checks need from the flat
+    teacher (its references and the same-teacher comparison), so that they run after its arrays are freed."""
     teacher_bytes = bundle.read_verified(bundle.models["teacher"]["file"])
 
     def model_bytes(name: str) -> bytes:  # each read is hashed and screened; only the teacher's is kept
@@ -207,18 +215,36 @@ def verify_bundle(root, *, provider: str = "auto", min_cosine: float = 0.98, que
                "random": rng.standard_normal((64, d)).astype(np.float32)}
     if queries is not None:
         sources["user"] = check_queries(queries, d, what="--queries")
-    from .text import check_answers, check_encoder_vs_st  # verify.text builds on this module's Check
-
-    summary: dict = {}
-    checks: list[Check] = check_answers(bundle)
+    checks: list[Check] = []
     for p in providers:
         checks += _check_provider(bundle, p, sources, min_cosine, labels, summary, keys, answers, model_bytes)
-    if "encoder" in bundle.models:
-        st_check, reason = check_encoder_vs_st(bundle)
-        checks += st_check
-        if reason:
-            skipped = [*skipped, ("encoder vs sentence-transformers", reason)]
-    return VerifyReport(tuple(checks), tuple(providers), tuple(skipped), min_cosine, summary)
+    routed = None
+    if "routed" in bundle.models:
+        from .routed import prepare_routed
+
+        routed = prepare_routed(bundle, model_bytes("routed"), keys, answers, sources)
+    return checks, routed
+
+
+def _verify_routed(bundle: Bundle, providers: list[str], routed, summary: dict) -> list[Check]:
+    """The routed teacher on every provider, holding only its own bytes and session."""
+    from .routed import check_routed, reference_index
+
+    checks: list[Check] = []
+    for p in providers:
+        checks.append(Check("routed", p, "same_teacher", not routed.differs, "integrity",
+                            detail=routed.differs))
+        if routed.differs:
+            continue
+        runner, contract_check = _open(bundle, "routed", routed.data, p)
+        checks.append(contract_check)
+        if runner is None:
+            continue
+        checks += _golden(bundle, "routed", runner, routed.sources["golden"], p, ATOL[p])
+        checks += check_routed(bundle, p, runner, reference_index(bundle, routed.data), routed, ATOL[p], summary,
+                               Check, BATCH_SIZES)
+        runner = None
+    return checks
 
 
 def raise_for_failures(report: VerifyReport) -> None:

@@ -8,12 +8,14 @@ against the flat teacher is reported per query source, never gated.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from ..exporters import PROJECTED_NAME
 from ..exporters.onnx_routed import BOUND_NAME, ESTIMATE_NAME, ROUTED_FILE, TOP_HEADS, TOP_WEIGHTS, routed_arrays
 from ..metrics import cosine
-from ..model.routing import ScreenIndex, float32_slack, implied_error, round_up, route, screen_chunks, screen_slack
+from ..model.routing import ScreenIndex, float32_slack, implied_error, max_norm, round_up, route, screen_chunks, screen_slack
 from ..model.sampling import far_off_queries, near_centroid_queries
 from ..model.teacher import project_arrays
 
@@ -25,35 +27,59 @@ def routed_sources(keys: np.ndarray, temperature: float, sources: dict, seed: in
             "far_off": far_off_queries(keys, temperature, 64, seed + 12)}
 
 
-def check_routed(bundle, provider: str, runner, data: bytes, sources: dict[str, np.ndarray], keys: np.ndarray,
-                 answers: np.ndarray, atol: float, summary: dict, check_cls, batch_sizes) -> list:
-    """Every routed-teacher check on one provider, as verify's Check records (``data``: the verified file)."""
+@dataclass(frozen=True, eq=False)
+class RoutedInputs:
+    """What the routed checks need from the flat teacher, taken while its arrays were alive."""
+
+    data: bytes | None  # teacher_routed.onnx's verified bytes (None when it differs from the teacher)
+    differs: str  # "" when the shipped tables are the flat teacher's, else what differs
+    sources: dict[str, np.ndarray]  # verify's queries plus near-centroid and far-off ones
+    flat: dict[str, np.ndarray]  # the flat teacher's numpy projection of each source
+
+
+def prepare_routed(bundle, data: bytes, keys: np.ndarray, answers: np.ndarray, sources: dict) -> RoutedInputs:
+    """Compare the shipped tables with the flat teacher's and project every source with it (numpy)."""
+    held = routed_arrays(data)  # views of the verified bytes
+    if bundle.models["routed"].get("router", "screen") == "screen":
+        bad = screen_differs(keys, answers, held)[0]
+        differs = ("initializers differ from the flat teacher's: " + ", ".join(bad)) if bad else ""
+    else:  # ivf: the shipped tables are the reference; rows and answers must still be the teacher's
+        ok = "rows" in held and "answers" in held and _same(held["rows"], keys.T) and _same(held["answers"], answers)
+        differs = "" if ok else "rows/answers differ from the flat teacher's"
+    if differs:
+        return RoutedInputs(None, differs, sources, {})
+    src = routed_sources(keys, bundle.manifest["teacher"]["temperature"], sources, 0)
+    flat = {k: np.concatenate([project_arrays(q[i:i + 32], keys, answers)[0] for i in range(0, len(q), 32)])
+            for k, q in src.items()}
+    return RoutedInputs(data, "", src, flat)
+
+
+def reference_index(bundle, data: bytes):
+    """The numpy reference's index over the shipped tables (views of ``data``, proven equal to the teacher's)."""
+    held = routed_arrays(data)
+    if bundle.models["routed"].get("router", "screen") == "screen":
+        one = lambda name: float(held[name].reshape(-1)[0])  # noqa: E731
+        return ScreenIndex(held["screen_weights"], held["screen_scale"], one("rho"), one("key_norm"), one("slack"),
+                           held["rows"], held["answers"])
+    from ..exporters.onnx_routed_ivf import ivf_index_from_arrays
+
+    return ivf_index_from_arrays(held)
+
+
+def check_routed(bundle, provider: str, runner, ref, routed: RoutedInputs, atol: float, summary: dict, check_cls,
+                 batch_sizes) -> list:
+    """Every routed-teacher check on one provider against ``ref`` (from :func:`reference_index`)."""
     meta = bundle.models["routed"]
     checks = []
     estimate = meta.get("bound") == "estimate"
     mass_name = ESTIMATE_NAME if estimate else BOUND_NAME
-    index = ivf = None
-    held = routed_arrays(data)  # views of the verified bytes: the reference reads what the session was built from
-    if meta.get("router", "screen") == "screen":
-        bad, index = screen_differs(keys, answers, held)
-        checks.append(check_cls("routed", provider, "same_teacher", not bad, "integrity",
-                                detail=("initializers differ from the flat teacher's: " + ", ".join(bad)) if bad else ""))
-        if bad:
-            return checks
-    else:  # ivf: the shipped tables are the reference; rows and answers must still be the teacher's
-        from ..exporters.onnx_routed_ivf import ivf_index_from_arrays
-
-        ok = "rows" in held and "answers" in held and _same(held["rows"], keys.T) and _same(held["answers"], answers)
-        checks.append(check_cls("routed", provider, "same_teacher", ok, "integrity",
-                                detail="" if ok else "rows/answers differ from the flat teacher's"))
-        if not ok:
-            return checks
-        ivf = ivf_index_from_arrays(held)
-    max_a = float(np.linalg.norm(answers.astype(np.float64), axis=1).max())
+    index, ivf = (ref, None) if isinstance(ref, ScreenIndex) else (None, ref)
+    answers = ref.answers
+    max_a = max_norm(answers)
     k = int(meta["candidates"])
     slack = float32_slack(bundle.manifest["teacher"]["temperature"], answers)  # float32 on top of the bound
-    for src, q in routed_sources(keys, bundle.manifest["teacher"]["temperature"], sources, 0).items():
-        flat, _ = project_arrays(q, keys, answers)
+    for src, q in routed.sources.items():
+        flat = routed.flat[src]
         outs = [runner.run_batched(q, b) for b in batch_sizes]
         got = outs[0]
         dev = np.linalg.norm(got[PROJECTED_NAME].astype(np.float64) - flat, axis=1)
@@ -68,9 +94,9 @@ def check_routed(bundle, provider: str, runner, data: bytes, sources: dict[str, 
         if index is not None or ivf is not None:
             from ..model.routing_ivf import route_ivf
 
-            # [32, K, d] at a time
-            refs = [route(index, q[i:i + 32], k) if ivf is None else route_ivf(ivf, q[i:i + 32])
-                    for i in range(0, len(q), 32)]
+            # [8, K, d] at a time
+            refs = [route(index, q[i:i + 8], k) if ivf is None else route_ivf(ivf, q[i:i + 8])
+                    for i in range(0, len(q), 8)]
             ref_p, ref_b, ref_h = (np.concatenate([getattr(r, a) for r in refs])
                                    for a in ("projected", "bound", "top_heads"))
             err = max(float(np.abs(got[PROJECTED_NAME] - ref_p).max()), float(np.abs(got[mass_name] - ref_b).max()))
