@@ -229,8 +229,8 @@ def _join_tensor(buf, lo: int, hi: int, arrays: dict[str, np.ndarray]) -> list |
     name = next((bytes(buf[v[0]:v[1]]).decode() for num, wt, v, _, _ in fields if num == _T_NAME and wt == 2), None)
     if name not in arrays:
         return None
-    data = memoryview(np.ascontiguousarray(arrays[name]).astype(np.asarray(arrays[name]).dtype.newbyteorder("<"),
-                                                                 copy=False)).cast("B")
+    arr = np.asarray(arrays[name])
+    data = memoryview(np.ascontiguousarray(arr, arr.dtype.newbyteorder("<"))).cast("B")
     out: list = []
     for num, wt, value, at, end in fields:
         if num == _T_RAW:

@@ -29,7 +29,10 @@ def _f(x: float) -> np.ndarray:
     return np.array(x, np.float32)
 
 
-LARGE = ("screen_weights", "screen_scale", "rows", "answers")  # the N-sized initializers
+def large_tables(index: ScreenIndex) -> dict[str, np.ndarray]:
+    """The routed graph's N-sized initializers by name (what ``placeholders`` leaves out and join_model fills)."""
+    return {"screen_weights": index.weights, "screen_scale": index.scale, "rows": index.rows,
+            "answers": index.answers}
 
 
 def _placeholder(name: str, arr: np.ndarray) -> onnx.TensorProto:
@@ -42,11 +45,12 @@ def make_routed_model(index: ScreenIndex, k: int, metadata: dict[str, str],
                       placeholders: bool = False) -> onnx.ModelProto:
     """Build ``teacher_routed.onnx`` for ``index`` with K = ``k`` candidates (clamped to N).
 
-    ``placeholders``: the N-sized initializers (:data:`LARGE`) are left empty, to be joined into the
+    ``placeholders``: the N-sized initializers (:func:`large_tables`) are left empty, to be joined into the
     serialized bytes (:func:`h2l.onnx_wire.join_model`) without a second in-memory copy of the model."""
     n, d = index.n_heads, index.dim
     k = max(1, min(int(k), n))
-    big = _placeholder if placeholders else initializer
+    large = large_tables(index)
+    big = lambda name: (_placeholder if placeholders else initializer)(name, large[name])  # noqa: E731
     h = helper.make_node
     nodes, inits = normalize_nodes(INPUT_NAME, "q_hat")
     nodes += [
@@ -98,12 +102,12 @@ def make_routed_model(index: ScreenIndex, k: int, metadata: dict[str, str],
         initializer("scale_floor", _f(SCALE_FLOOR)), initializer("q_levels", _f(QUERY_LEVELS)),
         initializer("q_min", _f(-QUERY_LEVELS)), initializer("q_max", _f(QUERY_LEVELS)),
         initializer("q_zero_f", _f(QUERY_ZERO_POINT)), initializer("q_zero", np.array(QUERY_ZERO_POINT, np.uint8)),
-        big("screen_weights", index.weights), big("screen_scale", index.scale),
+        big("screen_weights"), big("screen_scale"),
         initializer("rho", _f(index.rho)), initializer("slack", _f(index.slack)),
         initializer("key_norm", _f(index.key_norm)), initializer("k", np.array([k], np.int64)),
         initializer("axis_2", np.array([2], np.int64)), initializer("one", _f(1.0)),
         initializer("exp_floor", _f(EXP_FLOOR)),
-        big("rows", index.rows), big("answers", index.answers),
+        big("rows"), big("answers"),
     ]
     outputs = [output(PROJECTED_NAME, d),
                helper.make_tensor_value_info(TOP_HEADS, TensorProto.INT64, [BATCH_DIM, k]),

@@ -10,7 +10,7 @@ from __future__ import annotations
 from ..errors import InputError
 from ..onnx_wire import join_model
 from .onnx_common import contract, check, check_serialized, check_size, serialize
-from .onnx_routed import ROUTED_FILE, make_routed_model, routed_size
+from .onnx_routed import ROUTED_FILE, large_tables, make_routed_model, routed_size
 from ..model.routing import make_screen
 from ..model.routing_profile import DEFAULT_EPSILON, MAX_AUTO_K, choose_k, profile_queries, teacher_profile
 from ..model.teacher import Teacher
@@ -40,9 +40,7 @@ def routed_model(teacher: Teacher, *, router: str = "screen", candidates: int | 
     meta = {"h2l.name": teacher.name, "h2l.temperature": repr(teacher.temperature),
             "h2l.teacher_sha256": teacher.fingerprint()}
     proto = make_routed_model(index, k, meta, placeholders=True)  # a few kB: the N-sized tables join below
-    data = join_model(serialize(proto, ROUTED_FILE),
-                      {"screen_weights": index.weights, "screen_scale": index.scale, "rows": index.rows,
-                       "answers": index.answers})
+    data = join_model(serialize(proto, ROUTED_FILE), large_tables(index))
     check_serialized(data)
     entry = {"file": ROUTED_FILE, "role": "routed_teacher", "router": "screen", "candidates": k, "bound": "proven",
              "opset": proto.opset_import[0].version, "ir_version": proto.ir_version, **contract(proto)}

@@ -41,7 +41,7 @@ def prepare_routed(bundle, data: bytes, keys: np.ndarray, answers: np.ndarray, s
     """Compare the shipped tables with the flat teacher's and project every source with it (numpy)."""
     held = routed_arrays(data)  # views of the verified bytes
     if bundle.models["routed"].get("router", "screen") == "screen":
-        bad = screen_differs(keys, answers, held)[0]
+        bad = screen_differs(keys, answers, held)
         differs = ("initializers differ from the flat teacher's: " + ", ".join(bad)) if bad else ""
     else:  # ivf: the shipped tables are the reference; rows and answers must still be the teacher's
         ok = "rows" in held and "answers" in held and _same(held["rows"], keys.T) and _same(held["answers"], answers)
@@ -121,15 +121,16 @@ def _same(a: np.ndarray, b: np.ndarray, chunk: int = 8192) -> bool:
     return all(np.array_equal(a[i:i + chunk], b[i:i + chunk]) for i in range(0, max(len(a), 1), chunk))
 
 
-def screen_differs(keys: np.ndarray, answers: np.ndarray, held: dict[str, np.ndarray]) -> tuple[list[str], ScreenIndex]:
-    """(names of shipped screen initializers that differ from the screen of ``keys``, the index over ``held``).
+def screen_differs(keys: np.ndarray, answers: np.ndarray, held: dict[str, np.ndarray]) -> list[str]:
+    """Names of shipped screen initializers that differ from the screen of ``keys``.
 
     The screen is rebuilt a chunk of heads at a time and compared with the shipped views, so verify never
-    holds a second screen; once equal, the shipped arrays themselves serve as the numpy reference's index."""
+    holds a second screen; once equal, the shipped arrays themselves serve as the numpy reference's index
+    (:func:`reference_index`)."""
     need = ("screen_weights", "screen_scale", "rows", "answers", "rho", "slack", "key_norm")
     bad = [n for n in need if n not in held]
     if bad:
-        return bad, None
+        return bad
     d, n = keys.shape
     w, sc, rows = held["screen_weights"], held["screen_scale"], held["rows"]
     ok = {"screen_weights": w.shape == (d, n) and w.dtype == np.int8,
@@ -144,7 +145,4 @@ def screen_differs(keys: np.ndarray, answers: np.ndarray, held: dict[str, np.nda
     for name, v in scalars.items():
         ok[name] = held[name].dtype == np.float32 and held[name].size == 1 and float(held[name].reshape(-1)[0]) == v
     ok["answers"] = _same(held["answers"], np.ascontiguousarray(answers, np.float32))
-    bad = [name for name in need if not ok[name]]
-    if bad:
-        return bad, None
-    return [], ScreenIndex(w, sc, scalars["rho"], scalars["key_norm"], scalars["slack"], rows, held["answers"])
+    return [name for name in need if not ok[name]]
