@@ -1,14 +1,19 @@
 #!/usr/bin/env bash
 # One prepared script for a lent H100/H200 (the device tool): the CUDA checks and benches in one call.
 # It installs nothing from the network: it uses the machine's python3 (PyTorch, onnx, onnxruntime are
-# there) plus wheels carried in .whl/ (e.g. jsonschema and its deps, or onnxruntime-gpu where it fits).
+# there) plus wheels carried in .whl/ (jsonschema, cryptography and their needs) and onnxruntime-gpu carried
+# in parts to /tmp/ort by earlier calls: scripts/gpu_prepare.sh makes both and says how to carry them.
 #   device run:  bash scripts/gpu_check.sh        (carry .whl when present; results land in $OUT)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-/tmp/h2l-gpu}
 mkdir -p "$OUT"
+if [ -f /tmp/ort/MANIFEST ]; then  # onnxruntime-gpu, carried in parts by earlier calls (scripts/gpu_prepare.sh)
+  bash /tmp/ort/wheel-parts.sh install /tmp/ort /tmp/site-ort && export PYTHONPATH=/tmp/site-ort
+fi
 if ls .whl/*.whl >/dev/null 2>&1; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --upgrade --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site
+  python3 -m pip install -q --no-index --no-deps --no-compile --upgrade --target /tmp/site .whl/*.whl \
+    && export PYTHONPATH="/tmp/site${PYTHONPATH:+:$PYTHONPATH}"
 fi
 export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 H2L="python3 -m h2l"
