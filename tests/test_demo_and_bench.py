@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from h2l.bench.timing import crossover
+from h2l.bench.timing import crossover, time_blocks
 from h2l.cli import app
 
 
@@ -77,3 +77,28 @@ def test_failed_demo_leaves_nothing(tmp_path, runner):
     r = runner.invoke(app, ["demo", "--out", str(tmp_path / "d"), "--steps", "2", "--quiet"])
     assert r.exit_code == 6 and "parity failed" in r.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+def test_time_blocks_round_robin_with_untimed_first_calls():
+    """Variants alternate in blocks; each block's first call (cache refill) is not timed; every variant gets
+    at least 10 timed calls; max_calls caps each."""
+    calls: list[str] = []
+
+    def work(key, size):
+        return lambda: (calls.append(key), sum(range(size)))
+    fns = {"a": work("a", 20000), "b": work("b", 20000), "slow": work("slow", 60000)}
+    times = time_blocks(fns, min_time=0.01, block_time=0.002, warmup=3)
+    assert calls[:9] == ["a"] * 3 + ["b"] * 3 + ["slow"] * 3
+    blocks = []  # [key, length] runs after the warm-up
+    for key in calls[9:]:
+        if blocks and blocks[-1][0] == key:
+            blocks[-1][1] += 1
+        else:
+            blocks.append([key, 1])
+    assert [k for k, _ in blocks] == ["a", "b", "slow"] * (len(blocks) // 3)  # whole rounds, in turn
+    for k in fns:
+        assert len(times[k]) >= 10
+        assert all(n >= 2 for key, n in blocks if key == k)
+        assert sum(n - 1 for key, n in blocks if key == k) == len(times[k])  # first call of a block untimed
+    capped = time_blocks({"x": lambda: None, "y": lambda: None}, min_time=0.05, warmup=0, max_calls=12)
+    assert [len(t) for t in capped.values()] == [12, 12]

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .timing import BENCH_SCHEMA, Timing, crossover, floor_us, machine_info, measure_floor, pin_threads, timing, to_json
+from .timing import (BENCH_SCHEMA, Timing, crossover, floor_us, machine_info, measure_floor, pin_threads, time_blocks,
+                     timing_of, to_json)
 from ..exporters import INPUT_NAME
 from ..exporters.onnx_common import serialize
 from ..exporters.onnx_student import make_folded_student_model, make_unfolded_student_model
@@ -112,13 +113,15 @@ def torch_cuda() -> bool:
 
 
 def run_variants(fns: dict, dim: int, batches: list[int], quick: bool, seed: int = 0) -> list[Timing]:
+    """Every variant at every batch size, timed together (round-robin blocks) so their ratios are fair."""
     rng = np.random.default_rng(seed)
     res = []
     for batch in batches:
         q = np.ascontiguousarray(rng.standard_normal((batch, dim)), np.float32)
-        for (model, variant, provider), fn in fns.items():
-            res.append(timing(model, variant, provider, batch, lambda: fn(q),
-                              min_time=0.05 if quick else 0.5, warmup=5 if quick else 30))
+        calls = {key: (lambda fn=fn: fn(q)) for key, fn in fns.items()}
+        times = time_blocks(calls, min_time=0.05 if quick else 0.5, warmup=5 if quick else 30)
+        res += [timing_of(model, variant, provider, batch, times[(model, variant, provider)])
+                for model, variant, provider in fns]
     return res
 
 
