@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 OUT=${OUT:-/tmp/h2l-gpu}
 mkdir -p "$OUT"
 if [ -f /tmp/ort/MANIFEST ]; then  # onnxruntime-gpu, carried in parts by earlier calls (scripts/gpu_prepare.sh)
-  bash /tmp/ort/wheel-parts.sh install /tmp/ort /tmp/site-ort && export PYTHONPATH=/tmp/site-ort
+  bash /tmp/ort/wheel-parts.sh install /tmp/ort /tmp/site-ort && export PYTHONPATH="/tmp/site-ort${PYTHONPATH:+:$PYTHONPATH}"
 fi
 if ls .whl/*.whl >/dev/null 2>&1; then
   python3 -m pip install -q --no-index --no-deps --no-compile --upgrade --target /tmp/site .whl/*.whl \

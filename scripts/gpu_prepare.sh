@@ -30,7 +30,8 @@ pin() {  # NAME -> NAME==VERSION from constraints.txt (the versions h2l is teste
 }
 rm -rf .whl .wparts && mkdir -p .whl
 for name in jsonschema jsonschema-specifications referencing rpds-py cryptography cffi pycparser; do
-  get .whl "$(pin "$name")"
+  spec=$(pin "$name")  # on its own line: set -e stops here when the pin is missing (exit 8)
+  get .whl "$spec"
 done
 tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
 get "$tmp" "$ORT_GPU"

@@ -31,6 +31,8 @@ def main() -> None:
     ap.add_argument("--temperature", type=float, default=0.1)
     ap.add_argument("--repeat", type=int, default=1)
     a = ap.parse_args()
+    if a.repeat < 1:
+        ap.error("--repeat must be at least 1")
     h2l = [sys.executable, "-m", "h2l"]
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)

@@ -61,7 +61,8 @@ def time_blocks(fns: dict, *, min_time: float = 0.3, block_time: float = 0.025, 
             fn()
     times: dict = {k: [] for k in fns}
     end = time.perf_counter() + min_time * len(fns)
-    while any(len(t) < 10 for t in times.values()) or (
+    least = min(10, max_calls)
+    while any(len(t) < least for t in times.values()) or (
             time.perf_counter() < end and any(len(t) < max_calls for t in times.values())):
         for k, fn in fns.items():
             if len(times[k]) >= max_calls:
