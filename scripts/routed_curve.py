@@ -1,13 +1,14 @@
 """Routed teacher against the best-M curve (issue 12): speed, fidelity and the bound at several τ.
 
-    PYTHONPATH=src nice -n 5 .venv/bin/python scripts/routed_curve.py --n 16384 --taus 0.02,0.05,0.1 \
+    PYTHONPATH=src .venv/bin/python scripts/routed_curve.py --n 16384 --taus 0.02,0.05,0.1 \
         --out docs/routing_curve.json
 
 For each τ: a synthetic teacher (d = 384, seed 0), 256 near-centroid queries (seed 21, as the sweep),
 best-M (keep the M heads of largest exact weight, renormalise: the floor of any M-candidate router),
 and the routed teacher at the export's auto K and at K = 128/512/2048: cosine vs the flat teacher,
 the median bound, whether the bound was ever below the true skipped mass, and single-query latency
-(CPU, 1 thread, p50 after warm-up) next to the flat teacher's.
+(CPU, 1 thread, p50 after warm-up) next to the flat teacher's, all of one τ timed together in round-robin
+blocks (h2l.bench.timing.time_blocks) so the speed-ups are paired.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from h2l.bench.routed import routed_bytes
-from h2l.bench.timing import machine_info, pin_threads, time_calls
+from h2l.bench.timing import machine_info, pin_threads, time_blocks
 from h2l.exporters.onnx_common import serialize
 from h2l.exporters.onnx_teacher import make_teacher_model
 from h2l.metrics import cosine
@@ -29,9 +30,13 @@ from h2l.model.synthetic import synthetic_teacher
 from h2l.runtime.sessions import make_runner
 
 
-def p50(runner, q1: np.ndarray) -> float:
-    name = runner.session.get_inputs()[0].name
-    return round(time_calls(lambda: runner.session.run(None, {name: q1}), batch=1, min_time=1.0, warmup=30)[1], 1)
+def p50s(runners: dict, q1: np.ndarray) -> dict:
+    """Single-query p50 in µs of every runner, timed together in round-robin blocks (fair ratios)."""
+    calls = {}
+    for key, runner in runners.items():
+        name = runner.session.get_inputs()[0].name
+        calls[key] = (lambda sess=runner.session, name=name: sess.run(None, {name: q1}))
+    return {key: round(float(np.median(t)), 1) for key, t in time_blocks(calls, min_time=1.0, warmup=30).items()}
 
 
 def main() -> None:
@@ -49,10 +54,9 @@ def main() -> None:
             q = near_centroid_queries(t.keys, tau, 256, 21)
             flat, _ = t.project(q)
             w = flat_weights(t.keys, q)
-            flat_run = make_runner(serialize(make_teacher_model(t), "t"), "cpu", threads=1)
+            runners = {"flat": make_runner(serialize(make_teacher_model(t), "t"), "cpu", threads=1)}
             row = {"tau": tau, "n": a.n, "median_top1_weight": float(np.median(w.max(axis=1))),
-                   "flat_p50_us": p50(flat_run, q[:1]), "best_m": {}, "routed": {}}
-            del flat_run
+                   "best_m": {}, "routed": {}}
             order = np.argsort(-w, axis=1)
             for m in (int(x) for x in a.ks.split(",")):
                 keep = order[:, :m]
@@ -71,10 +75,14 @@ def main() -> None:
                     "k": kk, "mean_cosine": float(c.mean()), "min_cosine": float(c.min()),
                     "median_bound": float(np.median(bound)), "p95_bound": float(np.percentile(bound, 95)),
                     "median_true_skipped": float(np.median(true)),
-                    "bound_broken": int((bound < true * (1 - 1e-5)).sum()), "p50_us": p50(run, q[:1])}
-                row["routed"][label]["speedup"] = round(row["flat_p50_us"] / row["routed"][label]["p50_us"], 2)
-                del run
+                    "bound_broken": int((bound < true * (1 - 1e-5)).sum())}
+                runners[label] = run
+            times = p50s(runners, q[:1])
+            row["flat_p50_us"] = times.pop("flat")
+            for label, us in times.items():
+                row["routed"][label].update(p50_us=us, speedup=round(row["flat_p50_us"] / us, 2))
                 print(tau, label, row["routed"][label], flush=True)
+            del runners
             print(json.dumps({k: v for k, v in row.items() if k != "routed"}), flush=True)
             rows.append(row)
     report = {"machine": machine_info(1), "queries": "256 near-centroid (seed 21)", "rows": rows}
