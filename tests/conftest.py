@@ -58,6 +58,33 @@ def rand_queries(n: int, d: int, seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).standard_normal((n, d)).astype(np.float32)
 
 
+@pytest.fixture
+def teacher_bytes(small_teacher) -> bytes:
+    """The small teacher's teacher.onnx, serialized."""
+    from h2l.exporters.onnx_common import serialize
+    from h2l.exporters.onnx_teacher import make_teacher_model
+
+    return serialize(make_teacher_model(small_teacher), "teacher.onnx")
+
+
+def flip_byte(path: Path, at: int | None = None, mask: int = 0x01) -> bytes:
+    """XOR byte ``at`` (default: the middle one) of ``path`` with ``mask`` in place; returns the new bytes."""
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2 if at is None else at] ^= mask
+    path.write_bytes(bytes(data))
+    return bytes(data)
+
+
+def one_line_error(result, code: int, *needles: str) -> str:
+    """Assert a CLI result failed with ``code`` and one ``error: ... fix: ...`` line holding ``needles``."""
+    assert result.exit_code == code, (result.exit_code, result.output)
+    err = result.stderr.strip()
+    assert err.startswith("error: ") and "\n" not in err and ". fix: " in err, err
+    for n in needles:
+        assert n in err, (n, err)
+    return err
+
+
 def rehash(bundle: Path, rel: str) -> None:
     """Update the manifest's sha256/size for ``rel``, so only a content check can catch a change."""
     m = json.loads((bundle / "manifest.json").read_text())
@@ -226,9 +253,7 @@ def tampered(bundle: Path, tmp_path: Path) -> Path:
     copy = tmp_path / "tampered"
     shutil.copytree(bundle, copy)
     p = copy / "student.onnx"
-    data = bytearray(p.read_bytes())
-    data[len(data) // 3] ^= 0x40
-    p.write_bytes(bytes(data))
+    flip_byte(p, p.stat().st_size // 3, 0x40)
     return copy
 
 

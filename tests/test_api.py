@@ -14,7 +14,7 @@ import pytest
 import h2l
 from h2l.bundle.manifest import open_bundle
 from h2l.errors import InputError, IntegrityError
-from conftest import REPO, rand_queries, rehash
+from conftest import REPO, flip_byte, rand_queries, rehash
 
 
 def test_import_h2l_is_light():
@@ -78,9 +78,7 @@ def test_bundle_open_refuses_tampering(rt_bundle, tmp_path):
     copy = tmp_path / "b"
     shutil.copytree(rt_bundle, copy)
     p = copy / "student.onnx"
-    data = bytearray(p.read_bytes())
-    data[len(data) // 2] ^= 1
-    p.write_bytes(bytes(data))
+    flip_byte(p)
     with pytest.raises(IntegrityError, match="sha256"):
         h2l.Bundle.open(copy)
     shutil.copy(rt_bundle / "student.onnx", p)
@@ -129,12 +127,10 @@ def test_read_verified_catches_a_swap_after_open(rt_bundle, tmp_path):
     copy = tmp_path / "b"
     shutil.copytree(rt_bundle, copy)
     opened = open_bundle(copy, defer_models=True)
-    data = bytearray((copy / "teacher.onnx").read_bytes())
-    data[-1] ^= 1
-    (copy / "teacher.onnx").write_bytes(bytes(data))
+    data = flip_byte(copy / "teacher.onnx", -1)
     with pytest.raises(IntegrityError, match="teacher.onnx fails its sha256"):
         opened.read_verified("teacher.onnx")
-    (copy / "teacher.onnx").write_bytes(bytes(data) + b"\0")
+    (copy / "teacher.onnx").write_bytes(data + b"\0")
     with pytest.raises(IntegrityError, match="bytes, manifest says"):
         opened.read_verified("teacher.onnx")
 

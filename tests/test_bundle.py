@@ -15,6 +15,8 @@ from h2l.bundle.manifest import (MANIFEST, file_entries, json_bytes, open_bundle
 from h2l.errors import InputError, IntegrityError
 from h2l.export import export_onnx
 
+from conftest import flip_byte
+
 
 @pytest.fixture
 def bundle(tmp_path, small_teacher):
@@ -87,9 +89,7 @@ def test_open_bundle_checks(bundle, tmp_path):
 def test_defer_models_leaves_model_hashes_to_read_verified(bundle, tmp_path):
     copy_ = tmp_path / "c"
     shutil.copytree(bundle, copy_)
-    data = bytearray((copy_ / "teacher.onnx").read_bytes())
-    data[100] ^= 0xFF
-    (copy_ / "teacher.onnx").write_bytes(bytes(data))
+    flip_byte(copy_ / "teacher.onnx", 100, 0xFF)
     b = open_bundle(copy_, defer_models=True)  # not hashed yet ...
     with pytest.raises(IntegrityError, match="teacher.onnx fails its sha256"):
         b.read_verified("teacher.onnx")  # ... but never loaded unchecked

@@ -15,15 +15,8 @@ import onnxruntime as ort
 import pytest
 
 from h2l.errors import ProviderError
-from h2l.exporters.onnx_common import serialize
-from h2l.exporters.onnx_teacher import make_teacher_model
 from h2l.runtime.cuda_graph import _node_events_per_run, make_graph_session, replay_evidence, replay_verdict
 from h2l.runtime.sessions import cuda_status
-
-
-@pytest.fixture
-def teacher_bytes(small_teacher):
-    return serialize(make_teacher_model(small_teacher), "teacher.onnx")
 
 
 def _cpu_profile(model: bytes, runs: int, tmp_path) -> tuple[str, int]:

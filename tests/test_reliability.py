@@ -27,18 +27,10 @@ from h2l.export import export_onnx
 from h2l.model.synthetic import synthetic_teacher
 from h2l.importers.npz import save_npz
 
-from conftest import listing, make_lda_db, rehash
+from conftest import listing, make_lda_db, one_line_error, rehash
 
 pytestmark = pytest.mark.reliability
 H2L = [sys.executable, "-m", "h2l"]
-
-
-def one_line_error(result, code: int, *needles: str) -> None:
-    assert result.exit_code == code, (result.exit_code, result.output)
-    err = result.stderr.strip()
-    assert err.startswith("error: ") and "\n" not in err and ". fix: " in err, err
-    for n in needles:
-        assert n in err, (n, err)
 
 
 def bad_npz(path: Path, **arrays) -> Path:

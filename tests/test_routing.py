@@ -26,6 +26,8 @@ from h2l.model.teacher import make_teacher
 from h2l.runtime.sessions import make_runner
 from h2l.verify.checks import raise_for_failures, verify_bundle
 
+from conftest import flip_byte
+
 
 def _teacher(n: int, d: int, tau: float, seed: int):
     return synthetic_teacher(n, d, temperature=tau, seed=seed)
@@ -280,10 +282,7 @@ def test_bench_refuses_a_tampered_routed_teacher(routed_bundle, runner, tmp_path
 
     b = tmp_path / "b"
     shutil.copytree(routed_bundle, b)
-    p = b / "teacher_routed.onnx"
-    data = bytearray(p.read_bytes())
-    data[len(data) // 2] ^= 0x01
-    p.write_bytes(bytes(data))
+    flip_byte(b / "teacher_routed.onnx")
     r = runner.invoke(app, ["bench", str(b), "--providers", "cpu", "--batch", "1", "--quick"])
     assert r.exit_code == 5, r.output
     assert "teacher_routed.onnx fails its sha256 check" in r.stderr

@@ -7,16 +7,9 @@ import onnx
 import pytest
 
 from h2l.errors import ProviderError
-from h2l.exporters.onnx_common import serialize
-from h2l.exporters.onnx_teacher import make_teacher_model
 from h2l.runtime.sessions import (contract_diff, contract_of, cuda_status, library_path, make_runner,
                                   session_options)
 from conftest import rand_queries
-
-
-@pytest.fixture
-def teacher_bytes(small_teacher):
-    return serialize(make_teacher_model(small_teacher), "teacher.onnx")
 
 
 def test_runner_from_bytes_and_from_path_agree(tmp_path, small_teacher, teacher_bytes):

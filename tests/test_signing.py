@@ -22,19 +22,10 @@ from h2l.cli import app
 from h2l.errors import IntegrityError
 from h2l.export import export_onnx
 
-from conftest import listing, rehash
+from conftest import listing, one_line_error, rehash
 from hostile import keypair, signed_copy
 
 pytestmark = pytest.mark.reliability
-
-
-def one_line_error(result, code: int, *needles: str) -> str:
-    assert result.exit_code == code, (result.exit_code, result.output)
-    err = result.stderr.strip()
-    assert err.startswith("error: ") and "\n" not in err and ". fix: " in err, err
-    for n in needles:
-        assert n in err, (n, err)
-    return err
 
 
 @pytest.fixture(scope="module")

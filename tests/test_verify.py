@@ -11,7 +11,7 @@ from h2l.cli import app
 from h2l.export import export_onnx
 from h2l.runtime.sessions import cuda_status
 
-from conftest import rehash
+from conftest import flip_byte, rehash
 
 
 @pytest.fixture
@@ -34,10 +34,7 @@ def test_cli_verify_json(runner, bundle):
 
 
 def test_flipped_byte_in_teacher_onnx_fails_integrity(runner, bundle):
-    p = bundle / "teacher.onnx"
-    data = bytearray(p.read_bytes())
-    data[len(data) // 2] ^= 0x01
-    p.write_bytes(bytes(data))
+    flip_byte(bundle / "teacher.onnx")
     r = runner.invoke(app, ["verify", str(bundle)])
     assert r.exit_code == 5
     assert "teacher.onnx fails its sha256 check" in r.stderr and r.stderr.count("\n") == 1
