@@ -11,7 +11,7 @@ import sys
 
 import numpy as np
 from onnxruntime.quantization import quantize_dynamic, QuantType
-from h2l.runtime.text import make_text_encoder
+from h2l.runtime.encoder import make_text_encoder
 from h2l.importers.npz import load_npz
 from h2l.bench.timing import time_calls
 B, TEACHER = sys.argv[1], sys.argv[2]  # a bundle with an encoder, and its teacher .npz
@@ -39,7 +39,7 @@ for name, e in (("float", ef), ("int8", eq)):
     a = t.answers/np.linalg.norm(t.answers,axis=1,keepdims=True)
     r_plain_h = ((e[held]@a.T).argmax(1) == labels[held]).mean()
     print(f"{name}: routing Recall@1 all {len(texts)} questions {r_all:.3f}, held-out {held.sum()} {r_h:.3f}; plain cosine held-out {r_plain_h:.3f}")
-from h2l.runtime.text import tokenize
+from h2l.runtime.encoder import tokenize
 tk = tokenize(f.tokenizer, ["How do I fix a flat tyre?"])
 for name, e in (("float", f), ("int8", q)):
     n, p50, _, p99 = time_calls(lambda: e.run_ids(tk), batch=1, min_time=3)

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from h2l.bench.routed import routed_bytes
+from h2l.bench.sweep_fidelity import routed_bytes
 from h2l.bench.timing import machine_info, pin_threads, time_blocks
 from h2l.exporters.onnx_common import serialize
 from h2l.exporters.onnx_teacher import make_teacher_model

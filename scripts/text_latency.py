@@ -28,8 +28,8 @@ def main() -> None:
     args = ap.parse_args()
     from h2l.ask import open_asker
     from h2l.bench.timing import machine_info, pin_threads, time_calls
-    from h2l.bundle.text import top
-    from h2l.runtime.text import tokenize
+    from h2l.bundle.answers import top
+    from h2l.runtime.encoder import tokenize
 
     with pin_threads(1):
         asker = open_asker(args.bundle, args.model, threads=1)

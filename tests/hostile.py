@@ -26,7 +26,7 @@ from pathlib import Path
 import onnx
 from onnx import external_data_helper, helper
 
-from h2l.bundle.manifest import sha256_file
+from h2l.bundle.files import sha256_file
 from h2l.bundle.signing import keygen, load_private_key, signature_bytes
 
 MB = 2**20

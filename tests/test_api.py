@@ -12,7 +12,7 @@ import onnxruntime as ort
 import pytest
 
 import h2l
-from h2l.bundle.manifest import open_bundle
+from h2l.bundle.reader import open_bundle
 from h2l.errors import InputError, IntegrityError
 from conftest import REPO, flip_byte, rand_queries, rehash
 

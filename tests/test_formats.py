@@ -9,8 +9,7 @@ import zipfile
 import numpy as np
 import pytest
 
-from h2l.atomic import png_bytes
-from h2l.importers.npz import npz_bytes
+from h2l.writers import npz_bytes, png_bytes
 
 
 @pytest.mark.parametrize("compress", [False, True])

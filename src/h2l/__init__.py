@@ -15,7 +15,7 @@ __all__ = ["Teacher", "Bundle", "load_teacher", "save_teacher", "distill_teacher
            "verify_bundle", "__version__"]
 
 
-_HOME = {"Teacher": "h2l.model.teacher", "Bundle": "h2l.bundle.loaded"}  # the rest live in h2l.api
+_HOME = {"Teacher": "h2l.model.teacher", "Bundle": "h2l.bundle.service"}  # the rest live in h2l.api
 
 
 def __getattr__(name: str):

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .bundle.loaded import Bundle
+from .bundle.service import Bundle
 from .model.teacher import Teacher
 
 __all__ = ["Teacher", "Bundle", "load_teacher", "save_teacher", "distill_teacher", "export_bundle",
@@ -92,7 +92,7 @@ def verify_bundle(path: str | Path, *, provider: str = "cpu", min_cosine: float 
     """Run every check of ``h2l verify``; returns the VerifyReport, and with ``check`` raises on any failure.
 
     ``public_key`` (KEY.pub path or bytes) refuses, before anything else, a bundle that key did not sign."""
-    from .verify.checks import raise_for_failures
+    from .verify.report import raise_for_failures
     from .verify.checks import verify_bundle as run_checks
 
     report = run_checks(path, provider=provider, min_cosine=min_cosine, queries=queries, labels=labels,

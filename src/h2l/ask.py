@@ -13,19 +13,19 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .bundle.manifest import Bundle, open_bundle
-from .bundle.text import default_model, open_text_encoder, read_answers, top
+from .bundle.answers import default_model, open_text_encoder, read_answers, top
+from .bundle.reader import BundleReader, open_bundle
 from .errors import InputError
 from .exporters.onnx_teacher import teacher_arrays
 from .runtime.sessions import Runner, make_runner
-from .runtime.text import TextEncoder
+from .runtime.encoder import TextEncoder
 
 MODELS = ("teacher", "student", "routed")
 
 
 @dataclass(frozen=True, eq=False)
 class Asker:
-    bundle: Bundle
+    bundle: BundleReader
     model: str
     encoder: TextEncoder
     runner: Runner

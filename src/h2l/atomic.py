@@ -1,4 +1,4 @@
-"""Atomic file and directory writes: temp name, fsync, rename, fsync the folder; and the byte formats written that way.
+"""Atomic file and directory writes: temp name, fsync, rename, fsync the folder.
 
 A crash, SIGKILL, Ctrl-C or power loss at any point leaves either the old
 file/folder, the complete new one, or (for a fresh folder) nothing under the
@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import ctypes
 import errno
-import io
 import os
 import re
 import shutil
@@ -31,8 +30,6 @@ import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-
-import numpy as np
 
 from .errors import OutputError
 
@@ -103,22 +100,6 @@ def write_file(root: Path, rel: str, data: bytes) -> None:
     path = root / rel
     path.parent.mkdir(parents=True, exist_ok=True)
     write_bytes_atomic(path, data)
-
-
-def npy_bytes(arr: np.ndarray) -> bytes:
-    """Little-endian .npy bytes (format 1.0), the layout Rust, Go and UnifyWeaver read: float32 (``<f4``), or
-    int64 (``<i8``) for integer arrays such as the routed teacher's top_heads."""
-    buf = io.BytesIO()
-    dtype = "<i8" if np.asarray(arr).dtype.kind in "iu" else "<f4"
-    np.lib.format.write_array(buf, np.ascontiguousarray(arr, dtype), version=(1, 0), allow_pickle=False)
-    return buf.getvalue()
-
-
-def png_bytes(fig) -> bytes:
-    """A matplotlib figure as PNG bytes without the run-specific Software stamp (the one PNG writer)."""
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100, metadata={"Software": None})
-    return buf.getvalue()
 
 
 def check_output_file(path: Path, force: bool) -> None:

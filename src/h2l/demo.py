@@ -63,7 +63,8 @@ def _run(stage: Path, out: Path, *, steps: int, log, quiet: bool) -> dict:
     from .export import export_onnx
     from .importers.qa import build_teacher, parse_qa_files, retrieval_quality
     from .importers.npz import save_npz
-    from .verify.checks import raise_for_failures, verify_bundle
+    from .verify.checks import verify_bundle
+    from .verify.report import raise_for_failures
 
     qa, cache = demo_data()
     log(f"[1/5] teacher from {qa.name} (precomputed all-MiniLM-L6-v2 embeddings)")

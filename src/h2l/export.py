@@ -16,8 +16,12 @@ import numpy as np
 import onnx
 
 from . import __version__
-from .atomic import check_output_dir, npy_bytes, staged_dir, write_file
-from .bundle.manifest import GOLDEN_INPUTS, MANIFEST, SCHEMA_VERSION, SIGNATURE, file_entries, json_bytes
+from .atomic import check_output_dir, staged_dir, write_file
+from .writers import npy_bytes
+from .bundle.files import file_entries
+from .bundle.layout import (ANSWERS_FILE, GOLDEN_ENCODER, GOLDEN_INPUTS, GOLDEN_TEXTS, MANIFEST, SIGNATURE,
+                            json_bytes)
+from .bundle.schema import SCHEMA_VERSION
 from .bundle.signing import load_private_key, signature_bytes
 from .distill.checkpoint import StudentCheckpoint, load_checkpoint_with_sha
 from .errors import InputError, ParityError
@@ -30,11 +34,12 @@ from .metrics import cosine
 from .runtime.sessions import make_runner
 from .model.student import fold, torch_forward
 from .model.teacher import Teacher
-from .verify.checks import raise_for_failures, verify_bundle
+from .verify.checks import verify_bundle
+from .verify.report import raise_for_failures
 from .model.sampling import sampled_queries
-from .bundle.text import ANSWERS_FILE, GOLDEN_ENCODER, GOLDEN_TEXTS, answers_jsonl
+from .bundle.answers import answers_jsonl
 from .exporters.onnx_encoder import MODEL_NAME, OUTPUT as ENCODER_OUTPUT, TOKENIZER_FILE, check_embedding_model
-from .export_text import ENCODER_FILE, encoder_parts, golden_texts
+from .export_encoder import ENCODER_FILE, encoder_parts, golden_texts
 
 SOURCE_ATOL = 1e-4  # folded/unfolded ONNX vs the torch model (float32 reassociation)
 GOLDEN_ATOL = 1e-5
@@ -122,7 +127,7 @@ def export_onnx(teacher: Teacher, out: str | Path, *, student: str | Path | None
     ``quantize="int8"`` ships the folded student with dynamic int8 weights (all but the output projection).
     ``sign_key`` (from ``h2l keygen``) writes manifest.sig inside the staging folder, before the publishing
     rename, so the bundle is never visible unsigned.
-    ``routed`` adds ``teacher_routed.onnx`` (:mod:`h2l.exporters.routed`) and reports/routing.json.
+    ``routed`` adds ``teacher_routed.onnx`` (:mod:`h2l.exporters.routed_export`) and reports/routing.json.
     ``with_encoder`` adds encoder.onnx, tokenizer.json and golden texts (text in, answer out);
     answers.jsonl ships whenever the teacher kept its answer texts.
     """
@@ -145,7 +150,7 @@ def export_onnx(teacher: Teacher, out: str | Path, *, student: str | Path | None
     golden, golden_kinds = golden_queries(teacher, seed)
     routing_report = None
     if routed:
-        from .exporters.routed import routed_model
+        from .exporters.routed_export import routed_model
 
         files["teacher_routed.onnx"], models["routed"], routing_report = routed_model(
             teacher, router=router, candidates=candidates, seed=seed)

@@ -142,7 +142,7 @@ def _fidelity_of_variants(teacher: Teacher, model: ProjectionTransformer, thread
 def bench_bundle(root: Path, *, checkpoint: Path | None, providers: set[str], batches: list[int], threads: int,
                  quick: bool) -> dict:
     """Time a bundle's teacher and (with ``checkpoint``) every student variant."""
-    from ..bundle.manifest import open_bundle
+    from ..bundle.reader import open_bundle
     from ..distill.checkpoint import load_checkpoint
     from ..errors import InputError
     from ..exporters.onnx_teacher import teacher_arrays
@@ -172,7 +172,7 @@ def bench_bundle(root: Path, *, checkpoint: Path | None, providers: set[str], ba
     with pin_threads(threads):
         fns = variants(teacher, model, threads=threads, providers=providers)
         if "routed" in bundle.models and "cpu" in providers:
-            from .routed import routed_variant
+            from .sweep_fidelity import routed_variant
 
             fns[("routed", "ort_screen", "cpu")] = routed_variant(
                 bundle.read_verified(bundle.models["routed"]["file"]), threads)
@@ -208,7 +208,7 @@ def bench_sweep(ns: list[int], *, dim: int, providers: set[str], batches: list[i
     """
     import torch
 
-    from .routed import fidelity_rows, routed_bytes, routed_variant
+    from .sweep_fidelity import fidelity_rows, routed_bytes, routed_variant
 
     ckpt = None
     if checkpoint is not None:
@@ -269,7 +269,8 @@ def plot_sweep(report: dict, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from ..atomic import png_bytes, write_bytes_atomic
+    from ..atomic import write_bytes_atomic
+    from ..writers import png_bytes
 
     batches = sorted({r["batch"] for r in report["results"]})
     fig, axes = plt.subplots(1, len(batches), figsize=(6 * len(batches), 4.2), squeeze=False)

@@ -29,7 +29,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from ..atomic import check_output_file, write_bytes_atomic
 from ..errors import InputError, IntegrityError
 from .guards import MAX_MANIFEST_BYTES, MAX_SIGNATURE_BYTES, parse_json, read_plain_file
-from .manifest import MANIFEST, SIGNATURE, json_bytes, open_bundle
+from .layout import MANIFEST, SIGNATURE, json_bytes
 
 FORMAT, VERSION, ALGORITHM = "h2l-signature", 1, "ed25519"
 _PUBLISH = "publish it with `h2l export --sign-key KEY` or sign it with `h2l sign DIR --key KEY`"
@@ -117,19 +117,6 @@ def signature_bytes(manifest: bytes, private_key: Ed25519PrivateKey) -> bytes:
     sig = private_key.sign(manifest)
     return json_bytes({"format": FORMAT, "version": VERSION, "algorithm": ALGORITHM,
                        "key_id": key_id(private_key.public_key()), "signature": base64.b64encode(sig).decode()})
-
-
-def sign_bundle(root: str | Path, key: str | Path) -> str:
-    """Check ``root`` (hashes included), then write its manifest.sig atomically; returns the key id."""
-    private = load_private_key(key)
-    root = Path(root)
-    data = read_plain_file(root / MANIFEST, MAX_MANIFEST_BYTES, MANIFEST)
-    open_bundle(root)  # schema, paths, every hash and every model's guards
-    if read_plain_file(root / MANIFEST, MAX_MANIFEST_BYTES, MANIFEST) != data:
-        raise IntegrityError(f"{root}/{MANIFEST} changed while it was being checked",
-                             "publish the bundle once (h2l export), then sign it")
-    write_bytes_atomic(root / SIGNATURE, signature_bytes(data, private))  # the bytes that were checked
-    return key_id(private.public_key())
 
 
 def _parse_signature(root: Path) -> tuple[str, bytes]:

@@ -1,5 +1,11 @@
-"""Layer 9: the thin typer layer (``commands``) and the one place that renders (``render``)."""
+"""Layer 9: the thin typer layer, one module per command group, and the one place that renders (``render``).
 
-from .commands import app, main
+Importing the command modules registers their commands on :data:`app`, in the order ``h2l --help`` lists them.
+"""
+
+# isort: off  (registration order is the order of ``h2l --help``)
+from . import teacher_commands, distill_command, bundle_commands, serve_commands  # noqa: F401
+# isort: on
+from .app import app, main
 
 __all__ = ["app", "main"]

@@ -14,7 +14,7 @@ out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty()
 def print_summary(summary: dict) -> None:
     for provider, srcs in summary.items():
         for src, fid in srcs.items():
-            if src == "routed":  # routed vs flat teacher, per query source (h2l.verify.routed)
+            if src == "routed":  # routed vs flat teacher, per query source (h2l.verify.routed_checks)
                 for rsrc, r in fid.items():
                     mass = next(k for k in r if k.startswith("median_"))
                     out.print(f"  routed vs flat teacher [{provider}, {rsrc}]: mean cos {r['mean_cosine']:.7f}, "
@@ -34,7 +34,7 @@ def print_summary(summary: dict) -> None:
 
 def print_sweep_tables(report: dict) -> None:
     """One table per batch size: flat vs routed vs student latency, and fidelity vs the flat teacher."""
-    from ..bench.routed import sweep_table
+    from ..bench.sweep_fidelity import sweep_table
 
     for batch in sorted({r["batch"] for r in report["results"]}):
         cols, rows = sweep_table(report, batch)

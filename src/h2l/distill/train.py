@@ -363,7 +363,8 @@ def write_report(out: Path, report: dict) -> None:
     """``<out>.report.json`` (curves, metrics, wall time) and ``<out>.report.png`` (loss and val cosine)."""
     import json
 
-    from ..atomic import png_bytes, write_bytes_atomic
+    from ..atomic import write_bytes_atomic
+    from ..writers import png_bytes
 
     write_bytes_atomic(out.with_name(out.name + ".report.json"),
                        (json.dumps(report, indent=2, sort_keys=True, default=float) + "\n").encode())

@@ -23,7 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..atomic import check_output_dir, npy_bytes, staged_dir, write_file
+from ..atomic import check_output_dir, staged_dir, write_file
+from ..writers import npy_bytes
 from ..model.teacher import Teacher
 
 _INT_ID = re.compile(r"0|[1-9][0-9]*")

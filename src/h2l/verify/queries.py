@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..bundle.manifest import open_bundle
+from ..bundle.reader import open_bundle
 from ..importers.queries import load_query_file
 
 

@@ -5,16 +5,16 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..bundle.manifest import Bundle
-from ..bundle.text import read_answers, read_golden_texts, top
+from ..bundle.answers import read_answers, read_golden_texts, top
+from ..bundle.reader import BundleReader
 from ..errors import IntegrityError
-from ..exporters.onnx_encoder import ST_MAX_ABS, ST_MIN_COSINE, compare_to_st, st_reference
+from ..exporters.encoder_reference import ST_MAX_ABS, ST_MIN_COSINE, compare_to_st, st_reference
 from ..runtime.sessions import Runner
-from ..runtime.text import TextEncoder, load_tokenizer, tokenize
-from .checks import Check
+from ..runtime.encoder import TextEncoder, load_tokenizer, tokenize
+from .report import Check
 
 
-def check_answers(bundle: Bundle) -> list[Check]:
+def check_answers(bundle: BundleReader) -> list[Check]:
     if "answers" not in bundle.manifest:
         return []
     try:
@@ -24,13 +24,13 @@ def check_answers(bundle: Bundle) -> list[Check]:
         return [Check("answers", "-", "answers_jsonl", False, "integrity", detail=exc.message)]
 
 
-def _encoder(bundle: Bundle, runner: Runner) -> TextEncoder:
+def _encoder(bundle: BundleReader, runner: Runner) -> TextEncoder:
     tok = bundle.manifest["tokenizer"]
     return TextEncoder(load_tokenizer(bundle.read_verified(tok["file"]), int(tok["max_seq_length"])), runner,
                        int(tok.get("pad_id", 0)))
 
 
-def check_encoder(bundle: Bundle, runner: Runner, runners: dict[str, Runner], answers: np.ndarray, atol: float,
+def check_encoder(bundle: BundleReader, runner: Runner, runners: dict[str, Runner], answers: np.ndarray, atol: float,
                   summary: dict) -> list[Check]:
     """Golden texts through the bundle's own tokenizer and encoder: ids, truncation, embeddings, top clusters."""
     p = runner.provider
@@ -68,7 +68,7 @@ def check_encoder(bundle: Bundle, runner: Runner, runners: dict[str, Runner], an
     return checks
 
 
-def check_encoder_vs_st(bundle: Bundle) -> tuple[list[Check], str]:
+def check_encoder_vs_st(bundle: BundleReader) -> tuple[list[Check], str]:
     """(checks, skip reason): encoder.onnx vs sentence-transformers on the golden texts, on CPU."""
     from ..importers.embed import available
     from ..runtime.sessions import make_runner

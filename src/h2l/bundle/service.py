@@ -15,7 +15,7 @@ import numpy as np
 
 from ..errors import IntegrityError, InputError, ProviderError
 from ..runtime.sessions import Runner, contract_diff, contract_of, make_runner
-from .manifest import open_bundle
+from .reader import open_bundle
 
 PROJECTED = "projected_embedding"
 MODELS = ("auto", "teacher", "student", "routed")

@@ -16,11 +16,7 @@ import numpy as np
 
 from ..errors import IntegrityError
 from ..exporters import PROJECTED_NAME, WEIGHTS_NAME
-from .manifest import Bundle
-
-ANSWERS_FILE = "answers.jsonl"
-GOLDEN_TEXTS = "golden/texts.json"
-GOLDEN_ENCODER = "golden/encoder.query_embedding.npy"
+from .reader import BundleReader
 
 #: Accents (composed and decomposed), mixed case, CJK, emoji, punctuation runs, control whitespace,
 #: one text between the file's 128 and sentence-transformers' 256 tokens (the truncation trap) and
@@ -45,7 +41,7 @@ def answers_jsonl(cluster_ids, texts) -> bytes:
                    for c, a in zip(cluster_ids, texts)).encode("utf-8")
 
 
-def read_answers(bundle: Bundle) -> list[str] | None:
+def read_answers(bundle: BundleReader) -> list[str] | None:
     """Answer texts in head order, or None when the bundle has none (lda.db teachers)."""
     meta = bundle.manifest.get("answers")
     if meta is None:
@@ -86,7 +82,7 @@ def default_model(models) -> str:
     return "student" if "student" in models else "teacher"
 
 
-def read_golden_texts(bundle: Bundle) -> list[dict]:
+def read_golden_texts(bundle: BundleReader) -> list[dict]:
     rel = bundle.manifest["golden"].get("texts")
     if rel is None:
         return []
@@ -101,10 +97,10 @@ def read_golden_texts(bundle: Bundle) -> list[dict]:
     return rows
 
 
-def open_text_encoder(bundle: Bundle, provider: str = "cpu", threads: int | None = None):
+def open_text_encoder(bundle: BundleReader, provider: str = "cpu", threads: int | None = None):
     """The bundle's tokenizer + encoder.onnx, truncating at the MANIFEST's max_seq_length."""
     from ..errors import InputError
-    from ..runtime.text import make_text_encoder
+    from ..runtime.encoder import make_text_encoder
 
     tok = bundle.manifest.get("tokenizer")
     if "encoder" not in bundle.models or tok is None:

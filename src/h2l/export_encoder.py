@@ -8,14 +8,14 @@ import functools
 from dataclasses import dataclass
 
 
-from .bundle.text import TEXTS, default_model, top
+from .bundle.answers import TEXTS, default_model, top
 from .errors import ParityError
 from .exporters.onnx_common import check, serialize
-from .exporters.onnx_encoder import (MODEL_NAME, compare_to_st, make_encoder_model, max_seq_length,
-                                     sentence_transformer, st_failures, st_reference, tokenizer_bytes)
+from .exporters.encoder_reference import compare_to_st, st_failures, st_reference
+from .exporters.onnx_encoder import MODEL_NAME, make_encoder_model, max_seq_length, sentence_transformer, tokenizer_bytes
 from .model.teacher import Teacher
 from .runtime.sessions import make_runner
-from .runtime.text import TextEncoder, load_tokenizer
+from .runtime.encoder import TextEncoder, load_tokenizer
 
 ENCODER_FILE = "encoder.onnx"
 
@@ -37,7 +37,7 @@ class EncoderParts:
 def encoder_parts() -> EncoderParts:
     """Export MiniLM to one ONNX file and check it against sentence-transformers on the golden texts.
 
-    Cached per process: the export is deterministic (tests/test_encoder.py checks equal bytes across
+    Cached per process: the export is deterministic (tests/exporters/test_encoder.py checks equal bytes across
     processes), so a second bundle in one process reuses the bytes instead of 10 s of tracing.
     """
     from .exporters.onnx_common import contract

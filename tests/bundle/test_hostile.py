@@ -17,7 +17,7 @@ import pytest
 
 import hostile
 from h2l.bundle.guards import MAX_JSON_DEPTH, json_depth
-from h2l.bundle.manifest import open_bundle
+from h2l.bundle.reader import open_bundle
 from h2l.cli import app
 from h2l.errors import IntegrityError
 

@@ -16,7 +16,7 @@ import stat
 import pytest
 from cryptography.hazmat.primitives import serialization
 
-from h2l.bundle.manifest import open_bundle
+from h2l.bundle.reader import open_bundle
 from h2l.bundle.signing import key_id, load_private_key, load_public_key, signature_bytes
 from h2l.cli import app
 from h2l.errors import IntegrityError

@@ -14,11 +14,12 @@ import numpy as np
 import pytest
 
 from conftest import REPO, listing, need_embedder, rehash
-from h2l.bundle.manifest import open_bundle
+from h2l.bundle.reader import open_bundle
 from h2l.cli import app
 from h2l.errors import IntegrityError, ParityError
 from h2l.importers.npz import load_npz, save_npz
-from h2l.verify.checks import raise_for_failures, verify_bundle
+from h2l.verify.checks import verify_bundle
+from h2l.verify.report import raise_for_failures
 
 pytestmark = pytest.mark.embed
 
@@ -77,7 +78,7 @@ def test_golden_texts_cover_the_hard_cases(rt_text_bundle):
 
 
 def test_encoder_matches_sentence_transformers_on_new_texts(rt_text_bundle):
-    from h2l.bundle.text import open_text_encoder
+    from h2l.bundle.answers import open_text_encoder
     from h2l.importers.embed import embed
 
     texts = ["Where do I find the spoke key size?", "ÉLAN Über crème", "链条 需要 上油 吗", "??? !!! ...", "ok"]

@@ -19,7 +19,7 @@ from h2l.distill.train import TrainConfig, new_student, train_step
 from h2l.model.student import StudentConfig
 from h2l.model.synthetic import synthetic_teacher
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 STUDENT = StudentConfig(32, layers=2, ff_dim=48)
 CFG = TrainConfig(steps=10, lr=1e-2, seed=3)
 BATCH = 64

@@ -11,8 +11,9 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from onnx import helper, numpy_helper
 
-from h2l.bundle.manifest import file_entries, json_bytes
-from h2l.cli.commands import app
+from h2l.bundle.files import file_entries
+from h2l.bundle.layout import json_bytes
+from h2l.cli import app
 from h2l.errors import EXIT_INTEGRITY, EXIT_PARITY, IntegrityError, ParityError
 from h2l.exporters.onnx_common import check, serialize
 from h2l.exporters.onnx_routed import make_routed_model
@@ -24,7 +25,8 @@ from h2l.model.sampling import far_off_queries, near_centroid_queries
 from h2l.model.synthetic import synthetic_teacher
 from h2l.model.teacher import make_teacher
 from h2l.runtime.sessions import make_runner
-from h2l.verify.checks import raise_for_failures, verify_bundle
+from h2l.verify.checks import verify_bundle
+from h2l.verify.report import raise_for_failures
 
 from conftest import flip_byte
 

@@ -68,16 +68,17 @@ def test_rust_verifies_python_signatures(rt_bundle, tmp_path):
     """Issue 15 across languages: h2l-rs --public-key accepts what h2l sign wrote, and refuses (exit 5)."""
     import shutil
 
-    signing = pytest.importorskip("h2l.bundle.signing", reason="h2l sign (issue 15, Python) is not in this tree")
+    from h2l.bundle import publish, signing
+
     cargo = need("cargo")
     bundle = tmp_path / "signed"
     shutil.copytree(rt_bundle, bundle)
     signing.keygen(tmp_path / "key")
     signing.keygen(tmp_path / "other")
-    signing.sign_bundle(bundle, tmp_path / "key")
+    publish.sign_bundle(bundle, tmp_path / "key")
     h2l_rs = [cargo, "run", "--release", "-q", "--bin", "h2l-rs", "--", "--public-key"]
     ok = run_tool([*h2l_rs, str(tmp_path / "key.pub"), str(bundle)], RUST, rt_bundle)
-    assert json.loads(ok.stdout.splitlines()[0])["signed_by"] == signing.sign_bundle(bundle, tmp_path / "key")
+    assert json.loads(ok.stdout.splitlines()[0])["signed_by"] == publish.sign_bundle(bundle, tmp_path / "key")
     other = run_tool([*h2l_rs, str(tmp_path / "other.pub"), str(bundle)], RUST, rt_bundle, check=False)
     assert other.returncode == 5 and "signed by key" in other.stderr
     (bundle / "manifest.json").write_bytes((bundle / "manifest.json").read_bytes() + b" ")
