@@ -122,7 +122,8 @@ def test_memory_student_starts_as_the_compressed_teacher(small_teacher):
 
 
 def test_lean_student_is_the_literal_one_without_dead_q_k():
-    """One token: Q/K get exactly zero gradient; the lean model computes the same function and trains the same way."""
+    """One token: Q/K get no gradient (zero up to float rounding in torch's fused attention backward: 1e-12 against
+    V's 1e-3); the lean model computes the same function and trains the same way."""
     from h2l.distill.train import TrainConfig, train_step
 
     torch.manual_seed(3)
@@ -139,7 +140,8 @@ def test_lean_student_is_the_literal_one_without_dead_q_k():
         train_step(lean, opts[1], q, y, step, cfg)
         for layer in lit.encoder.layers:
             g = layer.self_attn.in_proj_weight.grad
-            assert g[:64].abs().max() == 0 and g[64:].abs().max() > 0  # Q, K dead; V alive
+            live = g[64:].abs().max()
+            assert live > 0 and g[:64].abs().max() <= 1e-6 * live  # Q, K dead; V alive
     assert torch.allclose(lit(q), lean(q), atol=1e-4)
     assert not torch.allclose(lit(q), ProjectionTransformer(StudentConfig(32, 4, 2, 48))(q), atol=1e-2)
 
