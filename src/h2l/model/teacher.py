@@ -93,10 +93,6 @@ class Teacher:
                             answer_texts=self.answer_texts)
 
 
-#: The name before round 2; kept so existing code keeps working.
-MultiHeadLDA = Teacher
-
-
 def project_arrays(q: np.ndarray, keys: np.ndarray, answers: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The vectorized float32 reference on already-checked (B, d) queries."""
     q = q.astype(np.float32, copy=False)
