@@ -20,12 +20,12 @@ import numpy as np
 import torch
 
 from h2l.distill.train import TrainConfig, distill, distill_loss
-from h2l.model.student import ProjectionTransformer, StudentConfig
-from h2l.model.sizing import choose_arch
-from h2l.model.synthetic import synthetic_teacher
-from h2l.model.teacher import Teacher
 from h2l.metrics import fidelity
 from h2l.model.sampling import sampled_queries
+from h2l.model.sizing import choose_arch
+from h2l.model.student import ProjectionTransformer, StudentConfig
+from h2l.model.synthetic import synthetic_teacher
+from h2l.model.teacher import Teacher
 
 
 def evaluate(model: ProjectionTransformer, teacher: Teacher, q: np.ndarray) -> dict:

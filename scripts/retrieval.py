@@ -25,7 +25,7 @@ def main() -> None:
     a = ap.parse_args()
     clusters = parse_qa_files(sorted(a.qa.glob("qa_pairs_v*.json")))
     texts = sorted({t for c in clusters for _, t in c.queries} | {t for c in clusters for t in c.answers})
-    cache = dict(zip(texts, embed(texts)))
+    cache = dict(zip(texts, embed(texts), strict=True))
     fn = lambda ts: np.stack([cache[t] for t in ts])  # noqa: E731 - embed once, split five ways
     rows = {}
     for tau in (0.1, 1.0):

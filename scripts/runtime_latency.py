@@ -25,8 +25,8 @@ def main() -> None:
     ap.add_argument("--out", type=Path)
     args = ap.parse_args()
     bundle = args.bundle.resolve()
-    from h2l.bench.timing import machine_info
     from h2l.bench.suites import bench_bundle
+    from h2l.bench.timing import machine_info
     from h2l.runtime.sessions import library_path
 
     env = {**os.environ, "ORT_DYLIB_PATH": library_path(), "H2L_BUNDLE": str(bundle)}
@@ -39,7 +39,7 @@ def main() -> None:
     cmds = {"rust": (["cargo", "run", "--release", "-q", "--bin", "h2l-rs", "--", str(bundle), "--bench",
                       str(args.calls)], REPO / "runtimes" / "rust"),
             "go": (["go", "run", "./cmd/h2l-go", "-bench", str(args.calls), str(bundle)], REPO / "runtimes" / "go")}
-    for name, (cmd, cwd) in cmds.items():
+    for cmd, cwd in cmds.values():
         p = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, check=True)
         rows += [json.loads(line) for line in p.stdout.splitlines() if line.startswith("{")]
     report = {"bundle": str(args.bundle), "machine": machine_info(1), "calls": args.calls, "results": rows}

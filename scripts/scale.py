@@ -36,8 +36,8 @@ def main() -> None:
     h2l = [sys.executable, "-m", "h2l"]
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        from h2l.model.synthetic import synthetic_teacher
         from h2l.importers.npz import save_npz
+        from h2l.model.synthetic import synthetic_teacher
 
         save_npz(synthetic_teacher(a.n, a.d, temperature=a.temperature, seed=1), tmp / "t.npz")
         runs: dict[str, list[dict]] = {"export": [], "verify": []}
@@ -54,7 +54,8 @@ def main() -> None:
             extra = {"temperature": a.temperature, "routed_candidates": m["models"]["routed"]["candidates"],
                      "routed_onnx_mb": round((tmp / "b" / "teacher_routed.onnx").stat().st_size / 1e6, 1),
                      "routed_summary": m["verification"]["summary"].get("cpu", {}).get("routed")}
-        report = {"n": a.n, "d": a.d, **extra, "teacher_onnx_mb": round((tmp / "b" / "teacher.onnx").stat().st_size / 1e6, 1),
+        report = {"n": a.n, "d": a.d, **extra,
+                  "teacher_onnx_mb": round((tmp / "b" / "teacher.onnx").stat().st_size / 1e6, 1),
                   "bundle_mb": round(size / 1e6, 1), "steps": steps,
                   "self_peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
     print(json.dumps(report, indent=2))

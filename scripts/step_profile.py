@@ -67,11 +67,12 @@ def main() -> None:
                                         **({"fused": True} if dev.type == "cuda" else {}))
                 q, y = stream.batch(args.batch)
                 row = {"n": n, "student": f"lean H6 L{layers} ff{ff}", "precision": prec,
-                       "stream_ms": timer(dev, lambda: stream.sample(args.batch), args.reps),
-                       "labels_ms": timer(dev, lambda: stream.teacher(q), args.reps),
-                       "student_step_ms": timer(dev, lambda: train_step(model, opt, q, y, 10, cfg), args.reps),
-                       "full_step_ms": timer(dev, lambda: train_step(model, opt, *stream.batch(args.batch), 10, cfg),
-                                             args.reps)}
+                       "stream_ms": timer(dev, lambda s=stream: s.sample(args.batch), args.reps),
+                       "labels_ms": timer(dev, lambda s=stream, q=q: s.teacher(q), args.reps),
+                       "student_step_ms": timer(dev, lambda m=model, o=opt, q=q, y=y, c=cfg:
+                                                train_step(m, o, q, y, 10, c), args.reps),
+                       "full_step_ms": timer(dev, lambda s=stream, m=model, o=opt, c=cfg:
+                                             train_step(m, o, *s.batch(args.batch), 10, c), args.reps)}
                 if dev.type == "cuda":
                     torch.cuda.synchronize()
                     torch.cuda.set_sync_debug_mode("error")

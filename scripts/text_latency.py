@@ -1,6 +1,7 @@
 """Text → answer latency in Python, one short question, 1 thread: each stage and end to end.
 
-    PYTHONPATH=src .venv/bin/python scripts/text_latency.py BUNDLE [--model teacher|student] --out docs/text_latency.json
+    PYTHONPATH=src .venv/bin/python scripts/text_latency.py BUNDLE [--model teacher|student] \
+        --out docs/text_latency.json
 
 Stages: tokenize (tokenizers, truncation at the manifest's max_seq_length), encoder.onnx, the model
 (teacher or student .onnx), top cluster + answer lookup, and ``Asker.ask`` end to end (what

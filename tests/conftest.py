@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from h2l.model.synthetic import synthetic_teacher
 from h2l.importers.npz import save_npz
+from h2l.model.synthetic import synthetic_teacher
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_QA = Path(os.environ.get("H2L_SHARED_DATA", REPO.parent / "shared" / "data" / "unifyweaver-qa"))
@@ -155,7 +155,7 @@ def write_uw_db(db_path: str, cluster_ids=(1, 2, 7), d=8, tau=0.1, seed=0, name=
                       "VALUES (?, ?, ?, 0)", (1, name, tau))
     mh = cur.lastrowid
     cents, answers = rng.standard_normal((len(cluster_ids), d)), rng.standard_normal((len(cluster_ids), d))
-    for cid, c, a in zip(cluster_ids, cents, answers):
+    for cid, c, a in zip(cluster_ids, cents, answers, strict=True):
         cpath = os.path.join(emb_dir, f"mh_{mh}_cluster_{cid}_centroid.npy")
         apath = os.path.join(emb_dir, f"mh_{mh}_cluster_{cid}_answer.npy")
         np.save(cpath, c)
@@ -211,7 +211,8 @@ def rt_bundle_b(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def rt_bundle_routed(rt_bundle, tmp_path_factory) -> Path:
-    """H2L_BUNDLE's teacher with a routed teacher, K = 3 of 10 so the bound is not always 0 (Rust's H2L_BUNDLE_ROUTED)."""
+    """H2L_BUNDLE's teacher with a routed teacher, K = 3 of 10 so the bound is not always 0
+    (Rust's H2L_BUNDLE_ROUTED)."""
     from h2l.cli import app
 
     out = tmp_path_factory.mktemp("rt_routed") / "bundle"

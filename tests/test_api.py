@@ -12,9 +12,9 @@ import onnxruntime as ort
 import pytest
 
 import h2l
+from conftest import REPO, flip_byte, rand_queries, rehash
 from h2l.bundle.reader import open_bundle
 from h2l.errors import InputError, IntegrityError
-from conftest import REPO, flip_byte, rand_queries, rehash
 
 
 def test_import_h2l_is_light():

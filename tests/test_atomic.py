@@ -15,10 +15,10 @@ from pathlib import Path
 
 import pytest
 
+from conftest import REPO
 from h2l import atomic
 from h2l.atomic import check_output_dir, check_output_file, clean_debris, staged_dir, write_bytes_atomic, write_file
 from h2l.errors import OutputError
-from conftest import REPO
 
 linux_only = pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="maps fds to paths through /proc")
 

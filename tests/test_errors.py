@@ -10,11 +10,11 @@ import xml.etree.ElementTree as ET
 import pytest
 import torch
 
+from conftest import REPO, listing
 from h2l.cli import app
 from h2l.distill.checkpoint import StudentCheckpoint, save_checkpoint
 from h2l.export import export_onnx
 from h2l.model.student import ProjectionTransformer, StudentConfig
-from conftest import REPO, listing
 
 
 def _ckpt(path, teacher, *, config: StudentConfig, weights_of: StudentConfig, sha: str | None = None):

@@ -25,7 +25,8 @@ def _lint(root: Path) -> subprocess.CompletedProcess:
 
 def _layers() -> list[str]:
     doc = tomllib.loads((REPO / "pyproject.toml").read_text())
-    (contract,) = [c for c in doc["tool"]["importlinter"]["contracts"] if c["type"] == "layers" and "containers" not in c]
+    (contract,) = [c for c in doc["tool"]["importlinter"]["contracts"]
+                   if c["type"] == "layers" and "containers" not in c]
     return [m.strip() for layer in contract["layers"] for m in layer.replace(":", "|").split("|")]
 
 
@@ -62,7 +63,8 @@ def test_real_tree_keeps_the_contract(tmp_path):
      "h2l.bundle.signing is not allowed to import h2l.bundle.publish"),
     ("verify/report.py", "from .checks import verify_bundle as _planted\n",
      "h2l.verify.report is not allowed to import h2l.verify.checks"),
-    ("cli/app.py", "from . import bundle_commands as _planted\n", "h2l.cli.app is not allowed to import h2l.cli.bundle_commands"),
+    ("cli/app.py", "from . import bundle_commands as _planted\n",
+     "h2l.cli.app is not allowed to import h2l.cli.bundle_commands"),
 ])
 def test_planted_upward_import_fails(tmp_path, module, planted, message):
     root = _copy_tree(tmp_path)

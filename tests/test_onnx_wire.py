@@ -73,7 +73,7 @@ def test_split_sessions_are_bit_identical(big_bundle, rt_bundle, min_bytes):
         x = q if plain.get_inputs()[0].shape[1] == D else q[:, :48]
         a = plain.run(None, {plain.get_inputs()[0].name: x})
         b = lean.run(None, {lean.get_inputs()[0].name: x})
-        for u, v in zip(a, b):
+        for u, v in zip(a, b, strict=True):
             assert u.dtype == v.dtype and np.array_equal(u, v), path.name
 
 

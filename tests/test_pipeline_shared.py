@@ -4,8 +4,8 @@ import json
 
 import pytest
 
-from h2l.importers import embed
 from h2l.cli import app
+from h2l.importers import embed
 
 pytestmark = [pytest.mark.slow, pytest.mark.embed,
               pytest.mark.skipif(not embed.available()[0], reason=embed.available()[1])]
@@ -37,6 +37,7 @@ def test_text_to_verified_bundle(tmp_path, runner, shared_qa_files):
 def test_queries_for_unknown_cluster_are_refused(tmp_path, runner, shared_qa_files):
     args = ["teacher", "build", "--out", str(tmp_path / "one.npz"), "--qa", str(shared_qa_files[0])]
     assert runner.invoke(app, args).exit_code == 0
-    assert runner.invoke(app, ["export", "--teacher", str(tmp_path / "one.npz"), "--out", str(tmp_path / "b")]).exit_code == 0
+    r = runner.invoke(app, ["export", "--teacher", str(tmp_path / "one.npz"), "--out", str(tmp_path / "b")])
+    assert r.exit_code == 0
     r = runner.invoke(app, ["verify", str(tmp_path / "b"), "--queries", str(shared_qa_files[1])])
     assert r.exit_code == 3 and "is not one of the teacher's clusters" in r.stderr

@@ -22,12 +22,11 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from conftest import listing, make_lda_db, one_line_error, rehash
 from h2l.cli import app
 from h2l.export import export_onnx
-from h2l.model.synthetic import synthetic_teacher
 from h2l.importers.npz import save_npz
-
-from conftest import listing, make_lda_db, one_line_error, rehash
+from h2l.model.synthetic import synthetic_teacher
 
 pytestmark = pytest.mark.reliability
 H2L = [sys.executable, "-m", "h2l"]
@@ -191,7 +190,8 @@ def test_bad_bundle(tmp_path, runner, bundle, case, needle):
 # ------------------------------------------------------------------ CLI
 
 def test_cli_usage_errors(runner, teacher_npz, tmp_path):
-    r = runner.invoke(app, ["export", "--format", "tflite", "--teacher", str(teacher_npz), "--out", str(tmp_path / "o")])
+    r = runner.invoke(app, ["export", "--format", "tflite", "--teacher", str(teacher_npz),
+                            "--out", str(tmp_path / "o")])
     assert r.exit_code == 2 and "tflite" in r.output
     r = runner.invoke(app, ["export", "--out", str(tmp_path / "o")])
     assert r.exit_code == 2 and "--teacher" in r.output
@@ -345,7 +345,8 @@ def test_pickled_checkpoint_is_refused_not_executed(tmp_path, runner, teacher_np
     Boom.marker = str(marker)
     evil = tmp_path / "evil.pt"
     torch.save({"format": "h2l-student", "payload": Boom()}, evil)
-    r = runner.invoke(app, ["export", "--teacher", str(teacher_npz), "--student", str(evil), "--out", str(tmp_path / "o")])
+    r = runner.invoke(app, ["export", "--teacher", str(teacher_npz), "--student", str(evil),
+                            "--out", str(tmp_path / "o")])
     one_line_error(r, 3, "refused (not executed)")
     assert not marker.exists() and not (tmp_path / "o").exists()
 
@@ -371,7 +372,8 @@ def test_pickled_npy_head_is_refused_not_executed(tmp_path, runner):
     assert not marker.exists() and not (tmp_path / "t.npz").exists()
 
 
-@pytest.mark.skipif(__import__("h2l.runtime.sessions", fromlist=["x"]).cuda_status()[0], reason="a usable GPU is present")
+@pytest.mark.skipif(__import__("h2l.runtime.sessions", fromlist=["x"]).cuda_status()[0],
+                    reason="a usable GPU is present")
 def test_cuda_where_none_works_is_a_provider_error(runner, bundle):
     r = runner.invoke(app, ["verify", str(bundle), "--provider", "all"])
     one_line_error(r, 7, "needs CUDA")

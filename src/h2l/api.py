@@ -92,8 +92,8 @@ def verify_bundle(path: str | Path, *, provider: str = "cpu", min_cosine: float 
     """Run every check of ``h2l verify``; returns the VerifyReport, and with ``check`` raises on any failure.
 
     ``public_key`` (KEY.pub path or bytes) refuses, before anything else, a bundle that key did not sign."""
-    from .verify.report import raise_for_failures
     from .verify.checks import verify_bundle as run_checks
+    from .verify.report import raise_for_failures
 
     report = run_checks(path, provider=provider, min_cosine=min_cosine, queries=queries, labels=labels,
                         public_key=public_key)

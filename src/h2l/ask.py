@@ -17,8 +17,8 @@ from .bundle.answers import default_model, open_text_encoder, read_answers, top
 from .bundle.reader import BundleReader, open_bundle
 from .errors import InputError
 from .exporters.onnx_teacher import teacher_arrays
-from .runtime.sessions import Runner, make_runner
 from .runtime.encoder import TextEncoder
+from .runtime.sessions import Runner, make_runner
 
 MODELS = ("teacher", "student", "routed")
 
@@ -52,7 +52,8 @@ def open_asker(root, model: str | None = None, *, provider: str = "cpu", threads
     """Open (and integrity-check) a bundle for asking; ``model`` None picks the student when there is one.
 
     ``public_key`` (KEY.pub path or bytes) pins the publisher, as in ``h2l.Bundle.open``."""
-    bundle = open_bundle(root, defer_models=True, public_key=public_key)  # each model is hashed on the bytes it is built from
+    # each model is hashed on the bytes it is built from
+    bundle = open_bundle(root, defer_models=True, public_key=public_key)
     model = model or default_model(bundle.models)
     if model not in MODELS:
         raise InputError(f"unknown model {model!r}", f"use one of {', '.join(MODELS)}")

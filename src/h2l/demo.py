@@ -56,13 +56,13 @@ def run_demo(out: Path, *, steps: int = 800, force: bool = False, log=print, qui
 
 
 def _run(stage: Path, out: Path, *, steps: int, log, quiet: bool) -> dict:
-    from .bench.timing import pin_threads
     from .bench.suites import run_variants, variants
+    from .bench.timing import pin_threads
     from .distill.train import TrainConfig, distill
-    from .importers.embed import cached_embedder, load_cache
     from .export import export_onnx
-    from .importers.qa import build_teacher, parse_qa_files, retrieval_quality
+    from .importers.embed import cached_embedder, load_cache
     from .importers.npz import save_npz
+    from .importers.qa import build_teacher, parse_qa_files, retrieval_quality
     from .verify.checks import verify_bundle
     from .verify.report import raise_for_failures
 

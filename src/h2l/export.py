@@ -17,29 +17,29 @@ import onnx
 
 from . import __version__
 from .atomic import check_output_dir, staged_dir, write_file
-from .writers import npy_bytes
+from .bundle.answers import answers_jsonl
 from .bundle.files import file_entries
-from .bundle.layout import (ANSWERS_FILE, GOLDEN_ENCODER, GOLDEN_INPUTS, GOLDEN_TEXTS, MANIFEST, SIGNATURE,
-                            json_bytes)
+from .bundle.layout import ANSWERS_FILE, GOLDEN_ENCODER, GOLDEN_INPUTS, GOLDEN_TEXTS, MANIFEST, SIGNATURE, json_bytes
 from .bundle.schema import SCHEMA_VERSION
 from .bundle.signing import load_private_key, signature_bytes
 from .distill.checkpoint import StudentCheckpoint, load_checkpoint_with_sha
 from .errors import InputError, ParityError
+from .export_encoder import ENCODER_FILE, encoder_parts, golden_texts
 from .exporters import PROJECTED_NAME
-from .exporters.onnx_common import contract, check, check_size, serialize
+from .exporters.onnx_common import check, check_size, contract, serialize
+from .exporters.onnx_encoder import MODEL_NAME, TOKENIZER_FILE, check_embedding_model
+from .exporters.onnx_encoder import OUTPUT as ENCODER_OUTPUT
 from .exporters.onnx_student import make_folded_student_model, make_unfolded_student_model
 from .exporters.onnx_teacher import make_teacher_model
 from .exporters.quantize import make_int8_student_model
 from .metrics import cosine
-from .runtime.sessions import make_runner
+from .model.sampling import sampled_queries
 from .model.student import fold, torch_forward
 from .model.teacher import Teacher
+from .runtime.sessions import make_runner
 from .verify.checks import verify_bundle
 from .verify.report import raise_for_failures
-from .model.sampling import sampled_queries
-from .bundle.answers import answers_jsonl
-from .exporters.onnx_encoder import MODEL_NAME, OUTPUT as ENCODER_OUTPUT, TOKENIZER_FILE, check_embedding_model
-from .export_encoder import ENCODER_FILE, encoder_parts, golden_texts
+from .writers import npy_bytes
 
 SOURCE_ATOL = 1e-4  # folded/unfolded ONNX vs the torch model (float32 reassociation)
 GOLDEN_ATOL = 1e-5
@@ -76,7 +76,8 @@ def _student_model(ckpt: StudentCheckpoint, teacher: Teacher, fold_graph: bool, 
         model = ckpt.model()
     except RuntimeError as exc:  # load_state_dict: missing/unexpected keys or shapes that differ from the config
         raise InputError(f"the student checkpoint's weights do not match its architecture "
-                         f"({str(exc).splitlines()[0][:160]})", "re-run `h2l distill`; do not edit checkpoints") from None
+                         f"({str(exc).splitlines()[0][:160]})",
+                         "re-run `h2l distill`; do not edit checkpoints") from None
     meta = {"h2l.name": teacher.name, "h2l.teacher_sha256": teacher.fingerprint(), "h2l.checkpoint_sha256": ckpt_sha,
             "h2l.architecture": json.dumps(ckpt.config.to_dict(), sort_keys=True), "h2l.dim": str(teacher.dim),
             "h2l.n_heads": str(teacher.n_heads), "h2l.temperature": repr(teacher.temperature)}

@@ -7,15 +7,20 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass
 
-
 from .bundle.answers import TEXTS, default_model, top
 from .errors import ParityError
-from .exporters.onnx_common import check, serialize
 from .exporters.encoder_reference import compare_to_st, st_failures, st_reference
-from .exporters.onnx_encoder import MODEL_NAME, make_encoder_model, max_seq_length, sentence_transformer, tokenizer_bytes
+from .exporters.onnx_common import check, serialize
+from .exporters.onnx_encoder import (
+    MODEL_NAME,
+    make_encoder_model,
+    max_seq_length,
+    sentence_transformer,
+    tokenizer_bytes,
+)
 from .model.teacher import Teacher
-from .runtime.sessions import make_runner
 from .runtime.encoder import TextEncoder, load_tokenizer
+from .runtime.sessions import make_runner
 
 ENCODER_FILE = "encoder.onnx"
 
@@ -74,5 +79,5 @@ def golden_texts(parts: EncoderParts, files: dict[str, bytes], models: dict, tea
     rows = [{"text": t, "input_ids": list(tk.ids), "truncated": tk.truncated,
              "top_cluster": ids[int(tops[default][i])],
              "top_clusters": {m: ids[int(k[i])] for m, k in sorted(tops.items())}}
-            for i, (t, tk) in enumerate(zip(TEXTS, toks))]
+            for i, (t, tk) in enumerate(zip(TEXTS, toks, strict=True))]
     return rows, emb

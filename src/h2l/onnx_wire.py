@@ -232,7 +232,7 @@ def _join_tensor(buf, lo: int, hi: int, arrays: dict[str, np.ndarray]) -> list |
     arr = np.asarray(arrays[name])
     data = memoryview(np.ascontiguousarray(arr, arr.dtype.newbyteorder("<"))).cast("B")
     out: list = []
-    for num, wt, value, at, end in fields:
+    for num, _wt, value, at, end in fields:
         if num == _T_RAW:
             if value[1] != value[0]:
                 raise ValueError(f"initializer {name!r} is not an empty placeholder")

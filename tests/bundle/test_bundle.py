@@ -10,14 +10,13 @@ import shutil
 
 import pytest
 
+from conftest import flip_byte
 from h2l.bundle.files import file_entries, read_verified, safe_path, sha256_file
 from h2l.bundle.layout import MANIFEST, json_bytes
 from h2l.bundle.reader import open_bundle
 from h2l.bundle.schema import validate_manifest
 from h2l.errors import InputError, IntegrityError
 from h2l.export import export_onnx
-
-from conftest import flip_byte
 
 
 @pytest.fixture

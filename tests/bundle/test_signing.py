@@ -16,13 +16,12 @@ import stat
 import pytest
 from cryptography.hazmat.primitives import serialization
 
+from conftest import listing, one_line_error, rehash
 from h2l.bundle.reader import open_bundle
 from h2l.bundle.signing import key_id, load_private_key, load_public_key, signature_bytes
 from h2l.cli import app
 from h2l.errors import IntegrityError
 from h2l.export import export_onnx
-
-from conftest import listing, one_line_error, rehash
 from hostile import keypair, signed_copy
 
 pytestmark = pytest.mark.reliability

@@ -8,8 +8,7 @@ import io
 import pytest
 import torch
 
-from h2l.distill.checkpoint import (FORMAT, StudentCheckpoint, load_checkpoint, load_checkpoint_with_sha,
-                                    save_checkpoint)
+from h2l.distill.checkpoint import FORMAT, StudentCheckpoint, load_checkpoint, load_checkpoint_with_sha, save_checkpoint
 from h2l.errors import InputError
 from h2l.model.student import ProjectionTransformer, StudentConfig
 

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from h2l.distill.checkpoint import load_checkpoint
 from h2l.cli import app
+from h2l.distill.checkpoint import load_checkpoint
 from h2l.distill.sampler import QueryStream, SamplerMix
 from h2l.distill.train import TrainConfig, distill, distill_loss, lr_factor
 from h2l.errors import InputError

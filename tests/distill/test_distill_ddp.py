@@ -86,8 +86,8 @@ def test_two_rank_step_equals_one_rank_step_on_the_joined_batch(tmp_path):
 # ------------------------------------------------------------------ the CLI under torchrun
 
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
-ARGS = ["--steps", "300", "--batch-size", "256", "--eval-every", "20", "--ff-dim", "128", "--layers", "2", "--lr", "1e-2",
-        "--patience", "100", "--quiet"]
+ARGS = ["--steps", "300", "--batch-size", "256", "--eval-every", "20", "--ff-dim", "128", "--layers", "2",
+        "--lr", "1e-2", "--patience", "100", "--quiet"]
 GATE = 0.98
 
 
@@ -155,4 +155,5 @@ def test_torchrun_two_processes_reach_the_gate_of_one_kill_and_resume(tmp_path, 
     resumed = _torchrun(["-m", "h2l"], npz, tmp_path / "b.pt", "--resume")
     assert resumed.returncode == 0, resumed.stderr
     done = load_checkpoint(tmp_path / "b.pt")
-    assert done.complete and done.metrics["final"] == m2 and done.history == load_checkpoint(tmp_path / "two.pt").history
+    assert done.complete and done.metrics["final"] == m2
+    assert done.history == load_checkpoint(tmp_path / "two.pt").history

@@ -68,8 +68,8 @@ def test_golden_texts_cover_the_hard_cases(rt_text_bundle):
     assert any("é" in t for t in texts) and any("\u0301" in t for t in texts)
     assert any("\u81ea" in t for t in texts) and any("🚲" in t for t in texts) and any("?!?!" in t for t in texts)
     lens = [len(r["input_ids"]) for r in rows]
-    assert any(128 < n < 256 and not r["truncated"] for n, r in zip(lens, rows))  # the 128-vs-256 trap
-    assert any(n == 256 and r["truncated"] for n, r in zip(lens, rows))
+    assert any(128 < n < 256 and not r["truncated"] for n, r in zip(lens, rows, strict=True))  # the 128-vs-256 trap
+    assert any(n == 256 and r["truncated"] for n, r in zip(lens, rows, strict=True))
     assert all(r["input_ids"][0] == 101 and r["input_ids"][-1] == 102 for r in rows)
     ids = m["teacher"]["cluster_ids"]
     assert all(r["top_cluster"] in ids and r["top_cluster"] == r["top_clusters"]["teacher"] for r in rows)

@@ -7,12 +7,11 @@ import onnx
 import onnxruntime as ort
 import pytest
 
+from conftest import listing, rand_queries
+from h2l.export import export_onnx
 from h2l.exporters.onnx_common import check, serialize
 from h2l.exporters.onnx_teacher import make_teacher_model
-from h2l.export import export_onnx
 from h2l.model.synthetic import synthetic_teacher
-
-from conftest import listing, rand_queries
 
 
 def session(model):

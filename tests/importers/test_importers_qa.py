@@ -5,15 +5,15 @@ import json
 import numpy as np
 import pytest
 
-from h2l.importers import embed
+from conftest import DEMO_CACHE, DEMO_QA
 from h2l.cli import app
 from h2l.errors import DependencyError, InputError
-from h2l.importers.qa import build_teacher, parse_qa_files, retrieval_quality
+from h2l.importers import embed
 from h2l.importers.npz import load_npz
+from h2l.importers.qa import build_teacher, parse_qa_files, retrieval_quality
 
-from conftest import DEMO_CACHE, DEMO_QA
-
-needs_embedder = pytest.mark.skipif(not embed.available()[0], reason=embed.available()[1] + "; pip install 'h2l[embed]'")
+needs_embedder = pytest.mark.skipif(not embed.available()[0],
+                                    reason=embed.available()[1] + "; pip install 'h2l[embed]'")
 
 
 def qa_json(tmp_path, clusters, name="qa.json", **top):

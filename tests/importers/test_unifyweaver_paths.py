@@ -14,13 +14,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from conftest import DEMO_CACHE, DEMO_QA, write_uw_db
 from h2l.cli import app
 from h2l.errors import InputError
+from h2l.importers.npz import load_npz, save_npz
 from h2l.importers.qa import build_teacher, parse_qa_files
 from h2l.importers.unifyweaver import import_lda_db, import_npy_dir
-from h2l.importers.npz import load_npz, save_npz
 from h2l.model.teacher import make_teacher
-from conftest import DEMO_CACHE, DEMO_QA, write_uw_db
 
 
 def _check(t, cents, answers, ids):
@@ -116,13 +116,13 @@ def _project(heads, q, tau):
     sims = np.array([qn @ (c / np.linalg.norm(c)) for c, _ in heads.values()], np.float64) / tau
     w = np.exp(sims - sims.max())
     w /= w.sum()
-    return sum(wi * a for wi, (_, a) in zip(w, heads.values()))
+    return sum(wi * a for wi, (_, a) in zip(w, heads.values(), strict=True))
 
 
 @pytest.fixture
 def named_teacher():
     """A teacher built from Q-A text, as the demo builds it: cluster ids are names."""
-    from h2l.importers.embed import load_cache, cached_embedder
+    from h2l.importers.embed import cached_embedder, load_cache
 
     clusters = parse_qa_files([DEMO_QA])
     return build_teacher(clusters, cached_embedder(load_cache(DEMO_CACHE)), temperature=0.1, holdout_per_cluster=1)
@@ -144,7 +144,7 @@ def test_named_ids_are_numbered_with_a_mapping(tmp_path, runner, named_teacher):
     q = np.random.default_rng(0).standard_normal((5, named_teacher.dim)).astype(np.float32)
     ref, _ = named_teacher.project(q)
     for heads in (go, rust):
-        for row, expect in zip(q, ref):
+        for row, expect in zip(q, ref, strict=True):
             np.testing.assert_allclose(_project(heads, row, named_teacher.temperature), expect, atol=1e-5)
     for k, (c, a) in go.items():  # number k is the head of mapping[k]
         i = named_teacher.cluster_ids.index(mapping[str(k)])
@@ -174,5 +174,5 @@ def test_lda_db_export_npy_matches_unifyweavers_projection(tmp_path, monkeypatch
     assert runner.invoke(app, ["teacher", "import", "--lda-db", "data/lda.db", "--out", "t.npz"]).exit_code == 0
     assert runner.invoke(app, ["export", "--format", "npy", "--teacher", "t.npz", "--out", "npy"]).exit_code == 0
     q = np.random.default_rng(2).standard_normal(16)
-    original = {cid: (c, a) for cid, c, a in zip((1, 2, 3, 8), cents, answers)}
+    original = {cid: (c, a) for cid, c, a in zip((1, 2, 3, 8), cents, answers, strict=True)}
     np.testing.assert_allclose(_project(_go_load(tmp_path / "npy"), q, 0.1), _project(original, q, 0.1), atol=1e-6)

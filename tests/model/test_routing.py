@@ -11,6 +11,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from onnx import helper, numpy_helper
 
+from conftest import flip_byte
 from h2l.bundle.files import file_entries
 from h2l.bundle.layout import json_bytes
 from h2l.cli import app
@@ -18,17 +19,23 @@ from h2l.errors import EXIT_INTEGRITY, EXIT_PARITY, IntegrityError, ParityError
 from h2l.exporters.onnx_common import check, serialize
 from h2l.exporters.onnx_routed import make_routed_model
 from h2l.metrics import cosine
-from h2l.model.routing import (best_m, certified_k, effective_heads, flat_weights, float32_slack, implied_error,
-                               make_screen,
-                               route, skipped_mass)
+from h2l.model.routing import (
+    best_m,
+    certified_k,
+    effective_heads,
+    flat_weights,
+    float32_slack,
+    implied_error,
+    make_screen,
+    route,
+    skipped_mass,
+)
 from h2l.model.sampling import far_off_queries, near_centroid_queries
 from h2l.model.synthetic import synthetic_teacher
 from h2l.model.teacher import make_teacher
 from h2l.runtime.sessions import make_runner
 from h2l.verify.checks import verify_bundle
 from h2l.verify.report import raise_for_failures
-
-from conftest import flip_byte
 
 
 def _teacher(n: int, d: int, tau: float, seed: int):

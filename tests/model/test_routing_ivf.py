@@ -50,7 +50,7 @@ def test_padded_and_empty_groups(teacher):
     assert got["top_heads"].shape == (len(q), k)
     heads_labels = labels[got["top_heads"]]
     assert not np.isin(heads_labels, [3, 7]).any()
-    for row_w, row_h in zip(got["top_weights"], got["top_heads"]):
+    for row_w, row_h in zip(got["top_weights"], got["top_heads"], strict=True):
         real = len(set(row_h.tolist()))
         assert (row_w[real:] == 0).all() and abs(row_w.sum() - 1) < 1e-5
 

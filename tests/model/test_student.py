@@ -7,14 +7,13 @@ import onnxruntime as ort
 import pytest
 import torch
 
+from conftest import rand_queries
 from h2l.cli import app
 from h2l.errors import InputError
 from h2l.exporters.onnx_common import check, serialize
 from h2l.exporters.onnx_student import make_folded_student_model, make_unfolded_student_model
-from h2l.model.student import ProjectionTransformer, StudentConfig, fold, torch_forward
 from h2l.model.sizing import arch_candidates, choose_arch, param_count
-
-from conftest import rand_queries
+from h2l.model.student import ProjectionTransformer, StudentConfig, fold, torch_forward
 
 
 def test_seed_architecture_parameter_count():

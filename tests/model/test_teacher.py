@@ -1,11 +1,10 @@
 import numpy as np
 import pytest
 
-from h2l.errors import InputError
-from h2l.model.teacher import NORM_EPS, check_queries, make_teacher
-from h2l.importers.npz import load_npz, save_npz
-
 from conftest import rand_queries
+from h2l.errors import InputError
+from h2l.importers.npz import load_npz, save_npz
+from h2l.model.teacher import NORM_EPS, check_queries, make_teacher
 
 
 def reference(q, c, a, tau):

@@ -6,10 +6,9 @@ import numpy as np
 import onnx
 import pytest
 
-from h2l.errors import ProviderError
-from h2l.runtime.sessions import (contract_diff, contract_of, cuda_status, library_path, make_runner,
-                                  session_options)
 from conftest import rand_queries
+from h2l.errors import ProviderError
+from h2l.runtime.sessions import contract_diff, contract_of, cuda_status, library_path, make_runner, session_options
 
 
 def test_runner_from_bytes_and_from_path_agree(tmp_path, small_teacher, teacher_bytes):

@@ -64,7 +64,7 @@ def test_go_text_tests_and_ask_agree_with_python(rt_bundle, rt_text_bundle, h2l_
     lines = [json.loads(x) for x in p.stdout.splitlines()]
     want = open_asker(rt_text_bundle).ask(HELD_OUT)
     assert len(lines) == len(want) == len(HELD_OUT)
-    for got, ref in zip(lines, want):
+    for got, ref in zip(lines, want, strict=True):
         assert list(got) == ["text", "top_cluster", "top_weight", "answer", "embedding", "truncated"]
         assert (got["text"], got["top_cluster"], got["answer"], got["truncated"]) == \
             (ref["text"], ref["top_cluster"], ref["answer"], ref["truncated"])

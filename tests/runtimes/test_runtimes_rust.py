@@ -18,7 +18,8 @@ def test_rust_cargo_test_and_cli(rt_bundle, rt_bundle_b, rt_bundle_routed, tmp_p
     p = run_tool([cargo, "test", "--release", "--", "--nocapture"], RUST, rt_bundle, H2L_BUNDLE_B=str(rt_bundle_b),
                  H2L_BUNDLE_ROUTED=str(rt_bundle_routed))
     skipped = [ln for ln in (p.stdout + p.stderr).splitlines() if ln.startswith("skipped")]
-    assert all("has no encoder" in ln for ln in skipped), f"Rust tests skipped although their bundles were given: {skipped}"
+    assert all("has no encoder" in ln for ln in skipped), \
+        f"Rust tests skipped although their bundles were given: {skipped}"
     h2l_rs = [cargo, "run", "--release", "-q", "--bin", "h2l-rs", "--"]
     p = run_tool([*h2l_rs, str(rt_bundle)], RUST, rt_bundle)
     lines = [json.loads(line) for line in p.stdout.splitlines()]
@@ -38,7 +39,8 @@ def test_rust_cargo_test_and_cli(rt_bundle, rt_bundle_b, rt_bundle_routed, tmp_p
 
 def test_rust_fails_when_env_is_wrong(rt_bundle):
     cargo = need("cargo")
-    p = run_tool([cargo, "test", "--release", "golden"], RUST, rt_bundle, check=False, ORT_DYLIB_PATH="/nonexistent/lib.so")
+    p = run_tool([cargo, "test", "--release", "golden"], RUST, rt_bundle, check=False,
+                 ORT_DYLIB_PATH="/nonexistent/lib.so")
     assert p.returncode != 0 and "is not a file" in p.stdout + p.stderr
 
 
@@ -57,10 +59,10 @@ def test_rust_text_and_ask_agree_with_python(rt_bundle, rt_text_bundle):
                  RUST, rt_bundle)
     got = [json.loads(line) for line in p.stdout.splitlines()]
     assert [g["text"] for g in got] == texts
-    for g, w in zip(got, want):
+    for g, w in zip(got, want, strict=True):
         assert (g["top_cluster"], g["answer"], g["truncated"]) == (w["top_cluster"], w["answer"], w["truncated"])
         assert abs(g["top_weight"] - w["top_weight"]) <= 1e-5
-        assert max(abs(a - b) for a, b in zip(g["embedding"], w["embedding"])) <= 1e-5
+        assert max(abs(a - b) for a, b in zip(g["embedding"], w["embedding"], strict=True)) <= 1e-5
     assert got[-1]["truncated"] is True
 
 

@@ -7,11 +7,10 @@ import onnx
 import pytest
 from onnx import numpy_helper
 
+from conftest import flip_byte, rehash
 from h2l.cli import app
 from h2l.export import export_onnx
 from h2l.runtime.sessions import cuda_status
-
-from conftest import flip_byte, rehash
 
 
 @pytest.fixture

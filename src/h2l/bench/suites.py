@@ -12,20 +12,30 @@ from pathlib import Path
 
 import numpy as np
 
-from .timing import (BENCH_SCHEMA, Timing, crossover, floor_us, machine_info, measure_floor, pin_threads, time_blocks,
-                     timing_of, to_json)
 from ..exporters import INPUT_NAME
 from ..exporters.onnx_common import serialize
 from ..exporters.onnx_student import make_folded_student_model, make_unfolded_student_model
 from ..exporters.onnx_teacher import make_teacher_model
 from ..exporters.quantize import make_int8_student_model
-from ..runtime.sessions import cuda_status, make_runner
-from ..model.student import ProjectionTransformer, StudentConfig, fold
-from ..model.sizing import choose_arch, macs
-from ..model.synthetic import synthetic_teacher
-from ..model.teacher import Teacher, project_arrays
 from ..metrics import fidelity
 from ..model.sampling import sampled_queries
+from ..model.sizing import choose_arch, macs
+from ..model.student import ProjectionTransformer, StudentConfig, fold
+from ..model.synthetic import synthetic_teacher
+from ..model.teacher import Teacher, project_arrays
+from ..runtime.sessions import cuda_status, make_runner
+from .timing import (
+    BENCH_SCHEMA,
+    Timing,
+    crossover,
+    floor_us,
+    machine_info,
+    measure_floor,
+    pin_threads,
+    time_blocks,
+    timing_of,
+    to_json,
+)
 
 Fn = Callable[[np.ndarray], object]
 
@@ -118,7 +128,7 @@ def run_variants(fns: dict, dim: int, batches: list[int], quick: bool, seed: int
     res = []
     for batch in batches:
         q = np.ascontiguousarray(rng.standard_normal((batch, dim)), np.float32)
-        calls = {key: (lambda fn=fn: fn(q)) for key, fn in fns.items()}
+        calls = {key: (lambda fn=fn, q=q: fn(q)) for key, fn in fns.items()}
         times = time_blocks(calls, min_time=0.05 if quick else 0.5, warmup=5 if quick else 30)
         res += [timing_of(model, variant, provider, batch, times[(model, variant, provider)])
                 for model, variant, provider in fns]
@@ -182,7 +192,7 @@ def bench_bundle(root: Path, *, checkpoint: Path | None, providers: set[str], ba
         timings = run_variants(fns, teacher.dim, batches, quick)
         report = {"schema": BENCH_SCHEMA, "machine": machine_info(threads), "bundle": str(root),
                   "n_heads": teacher.n_heads, "dim": teacher.dim, "results": to_json(timings),
-                  "cuda": dict(zip(("usable", "reason"), cuda_status()))}
+                  "cuda": dict(zip(("usable", "reason"), cuda_status(), strict=True))}
         if not quick:
             report["floor"] = measure_floor(threads)
         if "cuda" in providers and cuda_status()[0]:  # whether graph replay really happened, per model
@@ -241,7 +251,7 @@ def bench_sweep(ns: list[int], *, dim: int, providers: set[str], batches: list[i
             del fns, graphs
     report = {"schema": BENCH_SCHEMA, "machine": machine_info(threads), "dim": dim, "ns": ns, "floor": floor,
               "temperature": temperature, "results": rows, "fidelity": fid, "candidates": ks,
-              "cuda": dict(zip(("usable", "reason"), cuda_status()))}
+              "cuda": dict(zip(("usable", "reason"), cuda_status(), strict=True))}
     report["crossover"] = sweep_crossovers(rows, ns, batches)
     d = dim
     report["floor_per_n"] = {str(n): floor_us(4 * (choose_arch(n, d).layers * (d * d + 2 * d * 512) + d * d),
@@ -274,13 +284,13 @@ def plot_sweep(report: dict, path: Path) -> None:
 
     batches = sorted({r["batch"] for r in report["results"]})
     fig, axes = plt.subplots(1, len(batches), figsize=(6 * len(batches), 4.2), squeeze=False)
-    for ax, batch in zip(axes[0], batches):
+    for ax, batch in zip(axes[0], batches, strict=True):
         series: dict[str, list[tuple[int, float]]] = {}
         for r in report["results"]:
             if r["batch"] == batch:
                 series.setdefault(f"{r['model']} {r['variant']} ({r['provider']})", []).append((r["n"], r["p50_us"]))
         for label, pts in sorted(series.items()):
-            xs, ys = zip(*sorted(pts))
+            xs, ys = zip(*sorted(pts), strict=True)
             ax.plot(xs, ys, marker="o", linestyle="--" if label.startswith("teacher") else "-", label=label)
         ax.set(xscale="log", yscale="log", xlabel="teacher heads N", ylabel="median latency per call (µs)",
                title=f"batch {batch}, d = {report['dim']}, {report['machine']['threads']['intra_op']} thread(s)")

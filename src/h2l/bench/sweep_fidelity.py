@@ -72,7 +72,7 @@ def sweep_table(report: dict, batch: int) -> tuple[list[str], list[list[str]]]:
     for n in report["ns"]:
         flat, routed = lat.get((n, "teacher", "ort")), lat.get((n, "routed", "ort_screen"))
 
-        def f(key, src):
+        def f(key, src, n=n):  # called in this iteration; n bound for the linter
             x = fid.get((n, *key, src))
             return f"{x['mean_cosine']:.6f} / {x['min_cosine']:.6f}" if x else "—"
         near = fid.get((n, "routed", "ort_screen", "near_centroid"), {})
@@ -111,7 +111,7 @@ def plot_sweep_batches(report: dict, path) -> list:
                 series.setdefault(f"{r['model']} {r['variant']} ({r['provider']})", []).append(
                     (r["n"], r["per_query_p50_us"]))
         for label, pts in sorted(series.items()):
-            xs, ys = zip(*sorted(pts))
+            xs, ys = zip(*sorted(pts), strict=True)
             ax.plot(xs, ys, marker="o", linestyle="--" if label.startswith("teacher") else "-", label=label)
         ax.set(xscale="log", yscale="log", xlabel="teacher heads N", ylabel="median µs per query",
                title=f"latency, batch {batch}, {report['machine']['threads']['intra_op']} thread(s)")
@@ -123,7 +123,7 @@ def plot_sweep_batches(report: dict, path) -> list:
                 fseries.setdefault(f"{f['model']} median bound, {f['source']}", []).append(
                     (f["n"], max(f["median_bound"], 1e-12)))
         for label, pts in sorted(fseries.items()):
-            xs, ys = zip(*sorted(pts))
+            xs, ys = zip(*sorted(pts), strict=True)
             bx.plot(xs, ys, marker="o", linestyle=":" if "bound" in label else "-", label=label)
         bx.set(xscale="log", yscale="log", xlabel="teacher heads N", ylabel="vs flat teacher (floor 1e-12)",
                title=f"fidelity, τ = {report.get('temperature', '?')}")

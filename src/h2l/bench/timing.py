@@ -128,7 +128,8 @@ def measure_floor(threads: int = 1) -> dict:
     a = np.random.default_rng(0).standard_normal((1024, 1024)).astype(np.float32)
     a @ a
     gemm = min(_timed(lambda: a @ a) for _ in range(5))
-    return {"memory_bandwidth_gbs": round(bandwidth / 1e9, 2), "cache_bandwidth_gbs": round(2 * small.nbytes / cached / 1e9, 2),
+    return {"memory_bandwidth_gbs": round(bandwidth / 1e9, 2),
+            "cache_bandwidth_gbs": round(2 * small.nbytes / cached / 1e9, 2),
             "gemm_gflops": round(2 * 1024**3 / gemm / 1e9, 1), "threads": threads,
             "note": "copies of 256 MiB (DRAM) and 4 MiB (cache) count bytes read and written; GEMM is 1024³ float32"}
 
@@ -153,7 +154,7 @@ def to_json(timings: list[Timing]) -> list[dict]:
 
 def crossover(ns: list[int], teacher_us: list[float], student_us: list[float]) -> dict:
     """The N where the student's median first beats the teacher's (log-interpolated between sweep points)."""
-    diff = [np.log(s) - np.log(t) for s, t in zip(student_us, teacher_us)]
+    diff = [np.log(s) - np.log(t) for s, t in zip(student_us, teacher_us, strict=True)]
     for i, d in enumerate(diff):
         if d < 0:
             if i == 0:

@@ -38,7 +38,7 @@ TEXTS: tuple[str, ...] = (
 
 def answers_jsonl(cluster_ids, texts) -> bytes:
     return "".join(json.dumps({"cluster_id": c, "answer": a}, ensure_ascii=False, sort_keys=True) + "\n"
-                   for c, a in zip(cluster_ids, texts)).encode("utf-8")
+                   for c, a in zip(cluster_ids, texts, strict=True)).encode("utf-8")
 
 
 def read_answers(bundle: BundleReader) -> list[str] | None:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import IntegrityError, InputError, ProviderError
+from ..errors import InputError, IntegrityError, ProviderError
 from ..runtime.sessions import Runner, contract_diff, contract_of, make_runner
 from .reader import open_bundle
 

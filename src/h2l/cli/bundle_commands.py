@@ -9,10 +9,9 @@ from typing import Annotated, Optional
 import typer
 
 from ..atomic import check_output_file
-from .render import (out, print_report, print_summary)
 from ..errors import UsageError
 from .app import Format, Provider, Quantize, Router, app, emit_json, err, handled
-
+from .render import out, print_report, print_summary
 
 # ------------------------------------------------------------------ export / verify
 
@@ -47,7 +46,8 @@ def export(
         given = [flag for flag, on in (("--student", student is not None), ("--json", as_json),
                                        ("--quantize", quantize is not Quantize.none), ("--no-fold", no_fold),
                                        ("--sign-key", sign_key is not None), ("--routed", routed),
-                                       ("--candidates", candidates is not None), ("--with-encoder", with_encoder)) if on]
+                                       ("--candidates", candidates is not None),
+                                       ("--with-encoder", with_encoder)) if on]
         if given:
             raise UsageError(f"--format npy writes the teacher's vectors only; {', '.join(given)} does not apply",
                              f"drop {', '.join(given)} or use --format onnx")

@@ -8,9 +8,9 @@ from typing import Annotated, Optional
 import typer
 
 from ..atomic import check_output_file
-from .render import (out)
-from .params import Shares
 from .app import Device, app, emit_json, handled
+from .params import Shares
+from .render import out
 
 
 @app.command()
@@ -23,7 +23,8 @@ def distill(
     layers: Annotated[Optional[int], typer.Option("--layers", help="Encoder layers L [default: from N].")] = None,
     ff_dim: Annotated[Optional[int], typer.Option("--ff-dim", help="Feed-forward width [default: from N].")] = None,
     arch: Annotated[Optional[str], typer.Option("--arch", help="Student: lean (Q/K dropped), transformer "
-                                                "(literal seed graph) or memory (+ M slots) [default: from N].")] = None,
+                                                "(literal seed graph) or memory (+ M slots) "
+                                                "[default: from N].")] = None,
     slots: Annotated[Optional[int], typer.Option("--slots", help="Memory slots M for --arch memory.")] = None,
     steps: Annotated[Optional[int], typer.Option("--steps", help="Optimizer steps (batches of fresh queries) "
                                                  "[default: from N, see `h2l arch N`].")] = None,
@@ -51,10 +52,10 @@ def distill(
     from ..distill.sampler import SamplerMix
     from ..distill.train import TrainConfig
     from ..distill.train import distill as run_distill
+    from ..importers.npz import load_npz
     from ..importers.queries import load_npy_queries
     from ..model.student import choose_student
     from ..model.teacher import check_queries
-    from ..importers.npz import load_npz
 
     t = load_npz(teacher)
     scfg, steps = choose_student(t.n_heads, t.dim, arch=arch, heads=heads, layers=layers, ff_dim=ff_dim,

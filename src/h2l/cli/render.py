@@ -75,12 +75,14 @@ def print_report(report) -> None:
     for p, reason in report.skipped:
         out.print(f"skipped {p}: {reason}")
     print_summary(report.summary)
-    out.print("[green]verify passed[/]" if report.passed else f"[red]verify failed: {len(report.failures())} check(s)[/]")
+    out.print("[green]verify passed[/]" if report.passed
+              else f"[red]verify failed: {len(report.failures())} check(s)[/]")
 
 
 def print_bench(report: dict) -> None:
     m = report["machine"]
-    out.print(f"{m['cpu']} · {m['threads']['intra_op']} thread(s) · onnxruntime {m['onnxruntime']} · torch {m['torch']}")
+    out.print(f"{m['cpu']} · {m['threads']['intra_op']} thread(s) · onnxruntime {m['onnxruntime']} · "
+              f"torch {m['torch']}")
     table = Table(title="median latency per call (µs); per query = p50 / batch")
     cols = (["N"] if "ns" in report else []) + ["model", "variant", "provider", "batch", "p50", "p90", "p99",
                                                   "per query", "queries/s"]
@@ -125,13 +127,15 @@ def print_demo_summary(s: dict) -> None:
               + ("; the student pays off only at large N (docs/bench.md)" if winner == "teacher" else ""))
     out.print(f"  bundle: {s['bundle']} (manifest.json, teacher.onnx, student.onnx, "
               + ("encoder.onnx, tokenizer.json, answers.jsonl, " if s.get("ask") else "") + "golden/)")
-    out.print(f"  Rust:  H2L_BUNDLE={s['bundle']} ORT_DYLIB_PATH=$(h2l ort-lib) cargo run --manifest-path runtimes/rust/Cargo.toml --bin h2l-rs -- "
+    out.print(f"  Rust:  H2L_BUNDLE={s['bundle']} ORT_DYLIB_PATH=$(h2l ort-lib) "
+              "cargo run --manifest-path runtimes/rust/Cargo.toml --bin h2l-rs -- "
               f"{s['bundle']}", markup=False)
-    out.print(f"  Go:    cd runtimes/go && ORT_DYLIB_PATH=$(h2l ort-lib) go run ./cmd/h2l-go {s['bundle']}", markup=False)
+    out.print(f"  Go:    cd runtimes/go && ORT_DYLIB_PATH=$(h2l ort-lib) go run ./cmd/h2l-go {s['bundle']}",
+              markup=False)
     if s.get("ask"):
         q = s["ask"][0]["text"]
         out.print(f"  ask:   h2l ask {s['bundle']} \"{q}\" --no-embedding", markup=False)
-        out.print(f"  Rust:  ORT_DYLIB_PATH=$(h2l ort-lib) cargo run --manifest-path runtimes/rust/Cargo.toml --bin h2l-rs -- "
-                  f"ask {s['bundle']} \"{q}\"", markup=False)
-        out.print(f"  Go:    cd runtimes/go && ORT_DYLIB_PATH=$(h2l ort-lib) go run ./cmd/h2l-go ask {s['bundle']} \"{q}\"",
-                  markup=False)
+        out.print("  Rust:  ORT_DYLIB_PATH=$(h2l ort-lib) cargo run --manifest-path runtimes/rust/Cargo.toml "
+                  f"--bin h2l-rs -- ask {s['bundle']} \"{q}\"", markup=False)
+        out.print(f"  Go:    cd runtimes/go && ORT_DYLIB_PATH=$(h2l ort-lib) go run ./cmd/h2l-go ask {s['bundle']} "
+                  f"\"{q}\"", markup=False)

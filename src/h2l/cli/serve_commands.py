@@ -9,10 +9,10 @@ from typing import Annotated, Optional
 
 import typer
 
-from .render import (out, print_bench, print_demo_summary, print_sweep_tables)
 from ..errors import InputError, UsageError
-from .params import Choices, PositiveInts
 from .app import AskModel, app, emit_json, err, handled
+from .params import Choices, PositiveInts
+from .render import out, print_bench, print_demo_summary, print_sweep_tables
 
 
 @app.command()

@@ -9,10 +9,9 @@ import typer
 from rich.table import Table
 
 from ..atomic import check_output_file
-from .render import (out, print_routing_profile)
 from ..errors import UsageError
 from .app import app, emit_json, handled, teacher_app
-
+from .render import out, print_routing_profile
 
 # ------------------------------------------------------------------ teacher
 
@@ -27,8 +26,8 @@ def teacher_import(
     force: Annotated[bool, typer.Option("--force", help="Replace an existing --out.")] = False,
 ) -> None:
     """Import a UnifyWeaver teacher (lda.db or a folder of .npy files) into a teacher .npz."""
-    from ..importers.unifyweaver import import_lda_db, import_npy_dir
     from ..importers.npz import save_npz
+    from ..importers.unifyweaver import import_lda_db, import_npy_dir
 
     if (lda_db is None) == (npy_dir is None):
         raise UsageError("pass exactly one of --lda-db or --npy-dir", "see `h2l teacher import --help`")
@@ -37,7 +36,8 @@ def teacher_import(
         teacher = import_lda_db(lda_db, 1 if mh_id is None else mh_id)
     else:
         if temperature is None:
-            raise UsageError("--npy-dir needs --temperature (the folder does not store τ)", "pass e.g. --temperature 0.1")
+            raise UsageError("--npy-dir needs --temperature (the folder does not store τ)",
+                             "pass e.g. --temperature 0.1")
         teacher = import_npy_dir(npy_dir, temperature, mh_id)
     save_npz(teacher, out_path)
     out.print(f"wrote {out_path}: N = {teacher.n_heads}, d = {teacher.dim}, τ = {teacher.temperature:g}")
@@ -58,7 +58,8 @@ def teacher_info(
     qs = t.queries
     info = {"path": str(path), "name": t.name, "n_heads": t.n_heads, "dim": t.dim, "temperature": t.temperature,
             "embedding_model": t.embedding_model, "cluster_ids": list(t.cluster_ids),
-            "train_queries": 0 if qs is None else len(qs.train), "heldout_queries": 0 if qs is None else len(qs.heldout),
+            "train_queries": 0 if qs is None else len(qs.train),
+            "heldout_queries": 0 if qs is None else len(qs.heldout),
             "sha256": t.fingerprint()}
     if routing:
         from ..model.routing_profile import teacher_profile
@@ -93,8 +94,8 @@ def teacher_build(
 ) -> None:
     """Build a teacher from Q-A text: one head per cluster, held-out queries stored with it."""
     from ..importers.embed import cached_embedder, load_cache
-    from ..importers.qa import build_teacher, parse_qa_files, retrieval_quality
     from ..importers.npz import save_npz
+    from ..importers.qa import build_teacher, parse_qa_files, retrieval_quality
 
     check_output_file(out_path, force)
     clusters = parse_qa_files(qa, model=model)

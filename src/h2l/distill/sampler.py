@@ -30,7 +30,7 @@ import torch
 from torch.nn import functional as F
 
 from ..errors import InputError
-from ..model.teacher import Teacher, NORM_EPS
+from ..model.teacher import NORM_EPS, Teacher
 
 
 @dataclass(frozen=True)

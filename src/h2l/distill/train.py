@@ -21,14 +21,13 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from .checkpoint import StudentCheckpoint, load_checkpoint, save_checkpoint
-from . import ddp
 from ..errors import EXIT_USAGE, H2LError, InputError, ProviderError
 from ..metrics import fidelity
 from ..model.student import ProjectionTransformer, StudentConfig
 from ..model.teacher import Teacher
+from . import ddp
+from .checkpoint import StudentCheckpoint, load_checkpoint, save_checkpoint
 from .sampler import QueryStream, SamplerMix
-
 
 PRECISIONS = ("fp32", "tf32", "bf16")
 

@@ -24,8 +24,8 @@ from pathlib import Path
 import numpy as np
 
 from ..atomic import check_output_dir, staged_dir, write_file
-from ..writers import npy_bytes
 from ..model.teacher import Teacher
+from ..writers import npy_bytes
 
 _INT_ID = re.compile(r"0|[1-9][0-9]*")
 
@@ -44,7 +44,7 @@ def export_npy(teacher: Teacher, out: str | Path, *, mh_id: int = 1, force: bool
     numbered = fids != list(teacher.cluster_ids)
     written = []
     with staged_dir(Path(out), force) as stage:
-        for cid, c, a in zip(fids, teacher.centroids, teacher.answers):
+        for cid, c, a in zip(fids, teacher.centroids, teacher.answers, strict=True):
             for rel, vec in ((f"centroid_{cid}.npy", c), (f"answer_emb_{cid}.npy", a),
                              (f"mh_{mh_id}_cluster_{cid}_centroid.npy", c),
                              (f"mh_{mh_id}_cluster_{cid}_answer.npy", a)):
@@ -54,7 +54,7 @@ def export_npy(teacher: Teacher, out: str | Path, *, mh_id: int = 1, force: bool
                 "cluster_ids": list(teacher.cluster_ids), "dim": teacher.dim, "dtype": "<f4"}
         if numbered:
             meta["file_ids"] = fids
-            mapping = dict(zip(fids, teacher.cluster_ids))
+            mapping = dict(zip(fids, teacher.cluster_ids, strict=True))
             write_file(stage, "cluster_ids.json", (json.dumps(mapping, indent=2) + "\n").encode())
             written.append("cluster_ids.json")
         write_file(stage, "teacher.json", (json.dumps(meta, indent=2, sort_keys=True) + "\n").encode())

@@ -19,7 +19,6 @@ import json
 import warnings
 from pathlib import Path
 
-import numpy as np
 import onnx
 
 from .. import __version__

@@ -1,7 +1,8 @@
 """The routed teacher as a hand-built ONNX graph: int8 screen → TopK → exact re-scoring → softmax → bound.
 
     q̂ = q / max(‖q‖, eps);  7-bit q̃ = s_q·Q_q;  u = σ ⊙ (s_q·(Q_q·W) + ρ‖q̃‖₁) + (‖q̂−q̃‖₂ + slack)·max‖K‖
-    C = TopK(u, K);  x = q̂·K_C;  w = softmax(x);  p = w·A_C;  bound = U/(Z_C + U),  U = Σ_{i∉C} e^{max(u_i − max x, −60)}
+    C = TopK(u, K);  x = q̂·K_C;  w = softmax(x);  p = w·A_C;
+    bound = U/(Z_C + U),  U = Σ_{i∉C} e^{max(u_i − max x, −60)}
 
 Every step mirrors :func:`h2l.model.routing.route`.  The only O(N) tensors are
 internal (the screen and its exponentials); every output is O(K) or O(d).
@@ -13,8 +14,8 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from ..onnx_wire import WireError, initializer_arrays, split_model
 from ..model.routing import EXP_FLOOR, QUERY_LEVELS, QUERY_ZERO_POINT, SCALE_FLOOR, ScreenIndex
+from ..onnx_wire import WireError, initializer_arrays, split_model
 from . import BATCH_DIM, INPUT_NAME, PROJECTED_NAME
 from .onnx_common import initializer, load_model, make_model, normalize_nodes, output, query_input
 

@@ -8,12 +8,12 @@ on the staged bundle, like every other model.
 from __future__ import annotations
 
 from ..errors import InputError
-from ..onnx_wire import join_model
-from .onnx_common import contract, check, check_serialized, check_size, serialize
-from .onnx_routed import ROUTED_FILE, large_tables, make_routed_model, routed_size
 from ..model.routing import make_screen
 from ..model.routing_profile import DEFAULT_EPSILON, MAX_AUTO_K, choose_k, profile_queries, teacher_profile
 from ..model.teacher import Teacher
+from ..onnx_wire import join_model
+from .onnx_common import check, check_serialized, check_size, contract, serialize
+from .onnx_routed import ROUTED_FILE, large_tables, make_routed_model, routed_size
 
 ROUTERS = ("screen", "ivf")
 
@@ -59,8 +59,8 @@ def _ivf_model(teacher: Teacher, candidates: int | None, seed: int) -> tuple[byt
     """k-means groups (≈ √N), 4 probed groups (or enough for --candidates); an estimate, never a bound."""
     import numpy as np
 
-    from .onnx_routed_ivf import make_ivf_model
     from ..model.routing_ivf import make_ivf
+    from .onnx_routed_ivf import make_ivf_model
 
 
     check_size(routed_size(teacher.n_heads, teacher.dim) + 4096, ROUTED_FILE)

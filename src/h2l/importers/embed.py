@@ -68,14 +68,14 @@ def load_cache(path) -> dict[str, np.ndarray]:
                          "pass an .npz with 'texts' and 'vectors' (see `h2l teacher build --help`)") from None
     if len(texts) != len(vecs) or vecs.ndim != 2:
         raise InputError(f"embedding cache {path}: {len(texts)} texts for {vecs.shape} vectors", "re-create it")
-    return {str(t): np.asarray(v, np.float32) for t, v in zip(texts, vecs)}
+    return {str(t): np.asarray(v, np.float32) for t, v in zip(texts, vecs, strict=True)}
 
 
 def cached_embedder(cache: dict[str, np.ndarray] | None, model: str = DEFAULT_MODEL, progress: bool = False):
     """An ``embed_fn`` that looks texts up in ``cache`` and embeds only the missing ones."""
     def fn(texts: list[str]) -> np.ndarray:
         missing = sorted({t for t in texts if cache is None or t not in cache})
-        fresh = dict(zip(missing, embed(missing, model, progress=progress))) if missing else {}
+        fresh = dict(zip(missing, embed(missing, model, progress=progress), strict=True)) if missing else {}
         return np.stack([fresh[t] if t in fresh else cache[t] for t in texts]).astype(np.float32)
     return fn
 

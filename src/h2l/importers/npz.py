@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 
 from ..atomic import write_bytes_atomic
-from ..writers import npz_bytes
 from ..errors import InputError
-from ..model.teacher import Teacher, QuerySet, make_teacher
+from ..model.teacher import QuerySet, Teacher, make_teacher
+from ..writers import npz_bytes
 
 NPZ_FORMAT_VERSION = 1
 

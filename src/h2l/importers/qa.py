@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError
-from ..model.teacher import Teacher, QuerySet, make_teacher
+from ..model.teacher import QuerySet, Teacher, make_teacher
 
 _TOP_KEYS = {"version", "description", "notes", "embedding_models", "clusters"}
 _CLUSTER_KEYS = {"id", "answer_source", "answers", "queries", "description"}
@@ -93,7 +93,8 @@ def _parse_jsonl(path: Path) -> list[QACluster]:
         except json.JSONDecodeError as exc:
             raise InputError(f"{path}: line {n} is malformed JSON ({exc.msg})", "one JSON object per line") from None
         if not isinstance(row, dict) or set(row) - _ROW_KEYS or not {"cluster", "question"} <= set(row):
-            raise InputError(f"{path}: line {n} needs keys cluster, question, answer (got {sorted(row) if isinstance(row, dict) else type(row).__name__})",
+            got = sorted(row) if isinstance(row, dict) else type(row).__name__
+            raise InputError(f"{path}: line {n} needs keys cluster, question, answer (got {got})",
                              "write {\"cluster\": ..., \"question\": ..., \"answer\": ...} rows")
         cid = str(row["cluster"]).strip()
         if not cid:
@@ -153,8 +154,8 @@ def build_teacher(clusters: list[QACluster], embed_fn, *, temperature: float = 0
     for label, c in enumerate(clusters):
         n = len(c.queries)
         if n < 1 + holdout_per_cluster:
-            raise InputError(f"{c.source}: cluster {c.id!r} has {n} queries; {holdout_per_cluster} held out leaves none "
-                             "to build its centroid", "add queries or lower --holdout-per-cluster")
+            raise InputError(f"{c.source}: cluster {c.id!r} has {n} queries; {holdout_per_cluster} held out "
+                             "leaves none to build its centroid", "add queries or lower --holdout-per-cluster")
         own = qv[qi: qi + n]
         perm = rng.permutation(n)
         held, train = perm[:holdout_per_cluster], np.sort(perm[holdout_per_cluster:])
@@ -188,5 +189,6 @@ def retrieval_quality(teacher: Teacher, queries: np.ndarray, labels: np.ndarray)
         scores = weights.astype(np.float64) if x is None else _normalize(np.asarray(x, np.float64)) @ a.T
         true = scores[np.arange(len(labels)), labels]
         rank = 1 + (scores > true[:, None]).sum(axis=1)
-        out[method] = {"recall_at_1": float((rank == 1).mean()), "mrr": float((1.0 / rank).mean()), "n": int(len(labels))}
+        out[method] = {"recall_at_1": float((rank == 1).mean()), "mrr": float((1.0 / rank).mean()),
+                       "n": int(len(labels))}
     return out

@@ -169,7 +169,8 @@ def import_npy_dir(folder: str | Path, temperature: float, mh_id: int | None = N
         groups, name = flat, folder.name
     else:
         raise InputError(f"{folder} holds no head files",
-                         "name them mh_{id}_cluster_{cid}_{centroid|answer}.npy or centroid_{id}.npy/answer_emb_{id}.npy")
+                         "name them mh_{id}_cluster_{cid}_{centroid|answer}.npy or "
+                         "centroid_{id}.npy/answer_emb_{id}.npy")
     order = sorted(groups, key=_sort_key)
     names: dict[str, str] = {}
     meta = folder / "teacher.json"  # written by `h2l export --format npy`: keeps the original head order
@@ -182,7 +183,7 @@ def import_npy_dir(folder: str | Path, temperature: float, mh_id: int | None = N
             raise InputError(f"{meta} is not valid h2l teacher metadata", "remove it or re-export") from None
         if len(fids) == len(ids) and sorted(fids) == sorted(order):
             order = fids
-            names = dict(zip(fids, ids))
+            names = dict(zip(fids, ids, strict=True))
     heads = []
     for cid in order:
         g = groups[cid]

@@ -1,1 +1,2 @@
-"""Layer 2: teacher math (the numpy reference), the student and its fold, sizing (no torch), synthetic teachers, query samplers."""
+"""Layer 2: teacher math (the numpy reference), the student and its fold, sizing (no torch), synthetic teachers,
+query samplers."""

@@ -104,9 +104,10 @@ def recipe(n: int, dim: int = 384) -> Recipe:
     * N ≤ 64: the lean stack at the (H, L) rule, ff 512, 2000 steps (met the target at N = 64);
     * N ≤ 256: ff 2048, 6000 steps (met the target at N = 256);
     * larger N: the memory student, M = N/4 slots (at least 256) initialised from teacher heads, on a
-      2-layer stack (ff 1024 below N = 4096, ff 512 from there), 12000 steps.  At N = 1024 and 300 steps it beat the lean L4 ff 2048 stack
-      (mean 0.882 vs 0.835, top-1 45% vs 8%) at a third of the parameters; 12000 steps is what the lean
-      stack needed to come near the target at N = 1024, not a measured optimum for this student.
+      2-layer stack (ff 1024 below N = 4096, ff 512 from there), 12000 steps.  At N = 1024 and 300 steps it
+      beat the lean L4 ff 2048 stack (mean 0.882 vs 0.835, top-1 45% vs 8%) at a third of the parameters;
+      12000 steps is what the lean stack needed to come near the target at N = 1024, not a measured optimum
+      for this student.
       Its cost grows as 2·M·d, a quarter of the flat teacher's 2·N·d.
     """
     c = choose_arch(n, dim)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .teacher import Teacher, QuerySet, make_teacher
+from .teacher import QuerySet, Teacher, make_teacher
 
 
 def _unit(x: np.ndarray) -> np.ndarray:

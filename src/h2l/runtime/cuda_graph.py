@@ -96,7 +96,8 @@ def _node_events_per_run(profile_file: str, runs: int | None = None) -> list[int
     """Kernel events of each model run, in order, from onnxruntime's profile JSON (the last ``runs``, or all)."""
     events = json.loads(Path(profile_file).read_text())
     runs_at = sorted(e["ts"] for e in events if e.get("cat") == "Session" and e.get("name") == "model_run")
-    nodes = sorted(e["ts"] for e in events if e.get("cat") == "Node" and str(e.get("name", "")).endswith("_kernel_time"))
+    nodes = sorted(e["ts"] for e in events
+                   if e.get("cat") == "Node" and str(e.get("name", "")).endswith("_kernel_time"))
     counts = [0] * len(runs_at)
     for ts in nodes:
         i = int(np.searchsorted(runs_at, ts, side="right")) - 1

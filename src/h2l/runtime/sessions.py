@@ -32,7 +32,7 @@ class Runner:
     def run(self, q: np.ndarray) -> dict[str, np.ndarray]:
         names = [o.name for o in self.session.get_outputs()]
         outs = self.session.run(names, {self.session.get_inputs()[0].name: q})
-        return dict(zip(names, outs))
+        return dict(zip(names, outs, strict=True))
 
     def run_batched(self, q: np.ndarray, batch: int) -> dict[str, np.ndarray]:
         parts = [self.run(q[i:i + batch]) for i in range(0, len(q), batch)]
@@ -188,7 +188,7 @@ def contract_diff(expected: dict, actual: dict) -> list[str]:
         if [e["name"] for e in exp] != [a["name"] for a in act]:
             diffs.append(f"{side} names {[a['name'] for a in act]} != manifest {[e['name'] for e in exp]}")
             continue
-        for e, a in zip(exp, act):
+        for e, a in zip(exp, act, strict=True):
             for key in ("dtype", "shape"):
                 if e[key] != a[key]:
                     diffs.append(f"{side[:-1]} {e['name']} {key} {a[key]} != manifest {e[key]}")

@@ -13,11 +13,11 @@ from ..errors import IntegrityError, ProviderError
 from ..exporters import PROJECTED_NAME, WEIGHTS_NAME
 from ..exporters.onnx_teacher import teacher_arrays
 from ..metrics import fidelity, nearest_answer
+from ..model.sampling import sampled_queries
+from ..model.teacher import check_queries, project_arrays
 from ..runtime.sessions import Runner, contract_diff, contract_of, cuda_status, make_runner
 from .encoder_checks import check_answers, check_encoder, check_encoder_vs_st
 from .report import Check, VerifyReport
-from ..model.sampling import sampled_queries
-from ..model.teacher import check_queries, project_arrays
 
 BATCH_SIZES = (1, 3, 32)
 ATOL = {"cpu": 1e-5, "cuda": 1e-4}
@@ -62,7 +62,8 @@ def _open(bundle: BundleReader, name: str, data: bytes, provider: str) -> tuple[
                                              detail="; ".join(diff))
 
 
-def _golden(bundle: BundleReader, name: str, runner: Runner, golden: np.ndarray, provider: str, atol: float) -> list[Check]:
+def _golden(bundle: BundleReader, name: str, runner: Runner, golden: np.ndarray, provider: str,
+            atol: float) -> list[Check]:
     got = runner.run(golden)
     out = []
     for out_name in bundle.manifest["golden"]["outputs"].get(name, {}):

@@ -9,8 +9,8 @@ from ..bundle.answers import read_answers, read_golden_texts, top
 from ..bundle.reader import BundleReader
 from ..errors import IntegrityError
 from ..exporters.encoder_reference import ST_MAX_ABS, ST_MIN_COSINE, compare_to_st, st_reference
-from ..runtime.sessions import Runner
 from ..runtime.encoder import TextEncoder, load_tokenizer, tokenize
+from ..runtime.sessions import Runner
 from .report import Check
 
 
@@ -44,10 +44,10 @@ def check_encoder(bundle: BundleReader, runner: Runner, runners: dict[str, Runne
     enc = _encoder(bundle, runner)
     texts = [r["text"] for r in rows]
     toks = tokenize(enc.tokenizer, texts)
-    bad = [i for i, (t, r) in enumerate(zip(toks, rows)) if list(t.ids) != r["input_ids"]]
+    bad = [i for i, (t, r) in enumerate(zip(toks, rows, strict=True)) if list(t.ids) != r["input_ids"]]
     checks = [Check("encoder", p, "golden:input_ids", not bad, "integrity",
                     detail=f"text #{bad[0] + 1} tokenizes differently" if bad else "")]
-    bad_t = [i for i, (t, r) in enumerate(zip(toks, rows)) if t.truncated != r["truncated"]]
+    bad_t = [i for i, (t, r) in enumerate(zip(toks, rows, strict=True)) if t.truncated != r["truncated"]]
     checks.append(Check("encoder", p, "golden:truncated", not bad_t, "integrity",
                         detail=f"text #{bad_t[0] + 1}" if bad_t else ""))
     one = np.concatenate([enc.run_ids([t]) for t in toks])
@@ -62,7 +62,7 @@ def check_encoder(bundle: BundleReader, runner: Runner, runners: dict[str, Runne
         if name == "encoder" or None in want:
             continue
         k, _ = top(name, r.run(one), answers)
-        miss = [i for i, (j, w) in enumerate(zip(k, want)) if ids[int(j)] != w]
+        miss = [i for i, (j, w) in enumerate(zip(k, want, strict=True)) if ids[int(j)] != w]
         checks.append(Check(name, p, "golden:top_cluster", not miss, "parity", float(len(miss)), 0.0,
                             f"text #{miss[0] + 1}" if miss else ""))
     return checks

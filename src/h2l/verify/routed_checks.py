@@ -13,12 +13,20 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..exporters import PROJECTED_NAME
-from ..exporters.onnx_routed import BOUND_NAME, ESTIMATE_NAME, ROUTED_FILE, TOP_HEADS, TOP_WEIGHTS, routed_arrays
+from ..exporters.onnx_routed import BOUND_NAME, ESTIMATE_NAME, TOP_HEADS, TOP_WEIGHTS, routed_arrays
 from ..metrics import cosine
-from ..model.routing import ScreenIndex, float32_slack, implied_error, max_norm, round_up, route, screen_chunks, screen_slack
+from ..model.routing import (
+    ScreenIndex,
+    float32_slack,
+    implied_error,
+    max_norm,
+    round_up,
+    route,
+    screen_chunks,
+    screen_slack,
+)
 from ..model.sampling import far_off_queries, near_centroid_queries
 from ..model.teacher import project_arrays
-
 
 
 def routed_sources(keys: np.ndarray, temperature: float, sources: dict, seed: int) -> dict[str, np.ndarray]:
