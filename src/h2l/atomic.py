@@ -36,7 +36,7 @@ from .errors import OutputError
 try:
     import fcntl
 except ImportError:  # pragma: no cover - Windows: no flock; a concurrent cleaner is not guarded there
-    fcntl = None
+    fcntl = None  # type: ignore[assignment]  # mypy cannot type an optional module as Module | None
 
 
 def _read_umask() -> int:

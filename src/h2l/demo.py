@@ -72,12 +72,16 @@ def _run(stage: Path, out: Path, *, steps: int, log, quiet: bool) -> dict:
     teacher = build_teacher(clusters, cached_embedder(load_cache(cache)), temperature=0.1, holdout_per_cluster=2,
                             seed=0, name="bike_helpdesk")
     save_npz(teacher, stage / "teacher.npz")
-    quality = retrieval_quality(teacher, teacher.queries.heldout, teacher.queries.heldout_labels)
-    log(f"      N = {teacher.n_heads} clusters, {len(teacher.queries.train)} training / "
-        f"{len(teacher.queries.heldout)} held-out queries; Recall@1 plain cosine "
+    qs = teacher.queries
+    assert qs is not None, "build_teacher always stores the held-out split"
+    quality = retrieval_quality(teacher, qs.heldout, qs.heldout_labels)
+    log(f"      N = {teacher.n_heads} clusters, {len(qs.train)} training / "
+        f"{len(qs.heldout)} held-out queries; Recall@1 plain cosine "
         f"{quality['plain_cosine']['recall_at_1']:.1%}, projection {quality['projection']['recall_at_1']:.1%}")
     log(f"[2/5] distilling a student ({steps} steps of 1024 fresh teacher-labelled queries)")
     res = distill(teacher, stage / "student.pt", config=TrainConfig(steps=steps), quiet=quiet)
+    ckpt = res.checkpoint
+    assert ckpt is not None, "a single process is rank 0, which returns the checkpoint"
     from .importers.embed import available
 
     text_ok, text_reason = available()
@@ -92,13 +96,13 @@ def _run(stage: Path, out: Path, *, steps: int, log, quiet: bool) -> dict:
     raise_for_failures(report)
     log("[5/5] short bench (1 thread)")
     with pin_threads(1):
-        fns = variants(teacher, res.checkpoint.model(), threads=1, providers={"cpu", "torch"}, unfolded=False)
+        fns = variants(teacher, ckpt.model(), threads=1, providers={"cpu", "torch"}, unfolded=False)
         timings = run_variants(fns, teacher.dim, [1, 32], quick=True)
     summary = {
         "bundle": str((out / "bundle").resolve()), "teacher": str(out / "teacher.npz"),
         "student": str(out / "student.pt"),
         "n_heads": teacher.n_heads, "dim": teacher.dim, "retrieval_heldout": quality,
-        "distill_wall_seconds": res.report["wall_seconds"], "fidelity_heldout": res.checkpoint.metrics["final"],
+        "distill_wall_seconds": res.report["wall_seconds"], "fidelity_heldout": ckpt.metrics["final"],
         "verify": {"passed": report.passed, "providers": list(report.providers),
                    "skipped": [list(s) for s in report.skipped], "summary": report.summary},
         "latency_us": [{"model": t.model, "variant": t.variant, "provider": t.provider, "batch": t.batch,

@@ -16,7 +16,9 @@ the guard, the numpy reference and the session read.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -67,8 +69,10 @@ def _varint(buf, pos: int, end: int) -> tuple[int, int]:
         shift += 7
 
 
-def _fields(buf, start: int, end: int):
-    """(field number, wire type, value or (lo, hi) span, field start, field end) for each field of a message."""
+def _fields(buf, start: int, end: int) -> Iterator[tuple[int, int, Any, int, int]]:
+    """(field number, wire type, value or (lo, hi) span, field start, field end) for each field of a message.
+
+    The value's type follows the wire type (int, (lo, hi) or None), which a static type cannot say: Any."""
     pos = start
     while pos < end:
         at = pos
@@ -76,6 +80,7 @@ def _fields(buf, start: int, end: int):
         num, wt = key >> 3, key & 7
         if num == 0:
             raise WireError("field number 0")
+        value: Any
         if wt == 0:
             value, pos = _varint(buf, pos, end)
         elif wt == 1 or wt == 5:
@@ -176,9 +181,9 @@ def split_model(buf: bytes, mode: str = "external", min_bytes: int = SPLIT_BYTES
         graph, position = bytearray(), 0
         for g_num, g_wt, g_val, g_at, g_end in _fields(view, *value):
             if g_num == _GRAPH_INITIALIZER and g_wt == 2:
-                small, rec = _tensor(view, *g_val, mode, min_bytes, position)
+                small, rec = _tensor(view, g_val[0], g_val[1], mode, min_bytes, position)
                 position += 1
-                if rec is not None:
+                if small is not None and rec is not None:  # both or neither
                     graph += _len_field(_GRAPH_INITIALIZER, small)
                     tensors.append(rec)
                     continue
@@ -215,7 +220,8 @@ def join_model(small: bytes, arrays: dict[str, np.ndarray]) -> bytes:
             continue
         graph: list = []
         for g_num, g_wt, g_val, g_at, g_end in _fields(view, *value):
-            tensor = _join_tensor(view, *g_val, arrays) if g_num == _GRAPH_INITIALIZER and g_wt == 2 else None
+            tensor = (_join_tensor(view, g_val[0], g_val[1], arrays) if g_num == _GRAPH_INITIALIZER and g_wt == 2
+                      else None)
             if tensor is None:
                 graph.append(view[g_at:g_end])
             else:
@@ -230,7 +236,8 @@ def _join_tensor(buf, lo: int, hi: int, arrays: dict[str, np.ndarray]) -> list |
     if name not in arrays:
         return None
     arr = np.asarray(arrays[name])
-    data = memoryview(np.ascontiguousarray(arr, arr.dtype.newbyteorder("<"))).cast("B")
+    # numpy's stubs declare ndarray.__buffer__ only for Python >= 3.12
+    data = memoryview(np.ascontiguousarray(arr, arr.dtype.newbyteorder("<"))).cast("B")  # type: ignore[arg-type]
     out: list = []
     for num, _wt, value, at, end in fields:
         if num == _T_RAW:

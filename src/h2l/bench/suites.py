@@ -233,7 +233,8 @@ def bench_sweep(ns: list[int], *, dim: int, providers: set[str], batches: list[i
             teacher = synthetic_teacher(n, dim, temperature=temperature, seed=seed)
             trained = ckpt is not None and ckpt.teacher_sha256 == teacher.fingerprint()
             torch.manual_seed(seed)
-            model = ckpt.model() if trained else ProjectionTransformer(StudentConfig(dim, arch.heads, arch.layers))
+            model = (ckpt.model() if ckpt is not None and trained
+                     else ProjectionTransformer(StudentConfig(dim, arch.heads, arch.layers)))
             model = model.eval()
             fns = variants(teacher, model, threads=threads, providers=providers, unfolded=not quick)
             graphs = {}
@@ -263,7 +264,7 @@ def bench_sweep(ns: list[int], *, dim: int, providers: set[str], batches: list[i
 def sweep_crossovers(rows: list[dict], ns: list[int], batches: list[int]) -> dict:
     out = {}
     for batch in batches:
-        med = {}
+        med: dict[tuple[str, str, str], dict[int, float]] = {}
         for r in rows:
             if r["batch"] == batch:
                 med.setdefault((r["model"], r["variant"], r["provider"]), {})[r["n"]] = r["p50_us"]

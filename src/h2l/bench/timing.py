@@ -36,7 +36,7 @@ def time_calls(fn: Callable[[], object], *, batch: int, min_time: float = 0.3, m
     """(calls, p50, p90, p99) in µs after ``warmup`` calls; runs until ``min_time`` or ``max_calls``."""
     for _ in range(warmup):
         fn()
-    times = []
+    times: list[float] = []
     end = time.perf_counter() + min_time
     while len(times) < max_calls and (len(times) < 10 or time.perf_counter() < end):
         t0 = time.perf_counter_ns()

@@ -54,7 +54,8 @@ def read_npy(src: Path | bytes, name: str | None = None) -> np.ndarray:
     try:
         return np.load(io.BytesIO(src) if isinstance(src, bytes) else src, allow_pickle=False)
     except (ValueError, OSError, EOFError) as exc:
-        raise IntegrityError(f"{name or Path(src).name} is not a readable .npy ({type(exc).__name__})",
+        label = name or (Path(src).name if not isinstance(src, bytes) else "npy bytes")
+        raise IntegrityError(f"{label} is not a readable .npy ({type(exc).__name__})",
                              "re-export the bundle") from None
 
 

@@ -27,9 +27,13 @@ import os
 import stat
 from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING
 
 from ..errors import IntegrityError
 from ..onnx_wire import split_model
+
+if TYPE_CHECKING:
+    import onnx
 
 MAX_MANIFEST_BYTES = 64 * 2**20  # an N = 700,000 manifest (the 2 GiB ONNX limit at d = 384) is ~20 MB
 MAX_SIGNATURE_BYTES = 4096
@@ -68,8 +72,10 @@ def _pairs(pairs: list[tuple[str, object]]) -> dict:
     out = dict(pairs)
     if len(out) != len(pairs):
         seen: set[str] = set()
-        dup = next(k for k, _ in pairs if k in seen or seen.add(k))
-        raise IntegrityError(f"JSON object repeats the key {dup!r} (readers would disagree on its value)", _FIX)
+        for k, _ in pairs:
+            if k in seen:
+                raise IntegrityError(f"JSON object repeats the key {k!r} (readers would disagree on its value)", _FIX)
+            seen.add(k)
     return out
 
 
@@ -111,7 +117,7 @@ def parse_json(data: bytes, what: str, max_depth: int = MAX_JSON_DEPTH) -> objec
     return doc
 
 
-def _tensors(graph) -> Iterator[tuple[str, object]]:
+def _tensors(graph) -> Iterator[tuple[str, onnx.TensorProto]]:
     """Every TensorProto a graph holds, with a name for messages: initializers, attributes, subgraphs."""
     for t in graph.initializer:
         yield f"initializer {t.name!r}", t
@@ -121,7 +127,7 @@ def _tensors(graph) -> Iterator[tuple[str, object]]:
     yield from _node_tensors(graph.node)
 
 
-def _node_tensors(nodes) -> Iterator[tuple[str, object]]:
+def _node_tensors(nodes) -> Iterator[tuple[str, onnx.TensorProto]]:
     for node in nodes:
         for a in node.attribute:
             where = f"node {node.name or node.op_type!r} attribute {a.name!r}"

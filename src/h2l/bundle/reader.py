@@ -77,8 +77,7 @@ def open_bundle(root: str | Path, *, check_hashes: bool = True, defer_models: bo
     kid = None
     if public_key is not None:
         kid = check_signature(root, data, public_key)
-    doc = parse_json(data, MANIFEST)
-    validate_manifest(doc)
+    doc = validate_manifest(parse_json(data, MANIFEST))
     deferred = {m["file"] for m in doc["models"].values()} if defer_models else set()
     listed = {}
     model_files = {m["file"] for m in doc["models"].values()}

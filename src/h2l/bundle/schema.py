@@ -16,8 +16,8 @@ def schema() -> dict:
     return json.loads(resources.files("h2l.schema").joinpath("manifest.schema.json").read_text())
 
 
-def validate_manifest(doc: dict, where: str = MANIFEST) -> None:
-    """Check ``doc`` against the schema; every violation is listed in one IntegrityError."""
+def validate_manifest(doc: object, where: str = MANIFEST) -> dict:
+    """Check ``doc`` against the schema (every violation is listed in one IntegrityError); returns it, a dict."""
     import jsonschema
 
     if not isinstance(doc, dict):
@@ -35,3 +35,4 @@ def validate_manifest(doc: dict, where: str = MANIFEST) -> None:
     if errors:
         msgs = [f"{'/'.join(map(str, e.absolute_path)) or '<root>'}: {e.message}" for e in errors[:5]]
         raise IntegrityError(f"{where} does not match the manifest schema ({'; '.join(msgs)})", "re-export the bundle")
+    return doc

@@ -9,7 +9,7 @@ import typer
 
 from ..atomic import check_output_file
 from .app import Device, app, emit_json, handled
-from .params import Shares
+from .params import Shares, list_default
 from .render import out
 
 
@@ -34,7 +34,8 @@ def distill(
     lr: Annotated[float, typer.Option("--lr", help="Peak AdamW learning rate.")] = 3e-3,
     cosine_weight: Annotated[float, typer.Option("--cosine-weight", help="λ in (1−λ)·MSE + λ·(1−cos).")] = 0.7,
     mix: Annotated[list, typer.Option("--mix", parser=Shares(3), metavar="FLOATS",
-                                      help="Sampler shares: centroid mixes, perturbed, pairs.")] = "0.5,0.25,0.25",
+                                      help="Sampler shares: centroid mixes, perturbed, pairs.")]
+    = list_default("0.5,0.25,0.25"),
     eval_every: Annotated[int, typer.Option("--eval-every", help="Steps between validations.")] = 50,
     patience: Annotated[int, typer.Option("--patience", help="Validations without gain before stopping.")] = 10,
     seed: Annotated[int, typer.Option("--seed", help="Seed of weights and the query stream.")] = 0,

@@ -11,7 +11,7 @@ import typer
 
 from ..errors import InputError, UsageError
 from .app import AskModel, app, emit_json, err, handled
-from .params import Choices, PositiveInts
+from .params import Choices, PositiveInts, list_default
 from .render import out, print_bench, print_demo_summary, print_sweep_tables
 
 
@@ -49,12 +49,12 @@ def bench(
     bundle: Annotated[Optional[Path], typer.Argument(help="Bundle folder (omit with --sweep).")] = None,
     sweep: Annotated[bool, typer.Option("--sweep", help="Synthetic teachers over --n instead of a bundle.")] = False,
     n: Annotated[list, typer.Option("--n", parser=PositiveInts(), metavar="INTS", help="Sweep: teacher sizes N.")]
-    = "16,64,256,1024,4096",
+    = list_default("16,64,256,1024,4096"),
     d: Annotated[int, typer.Option("--d", help="Sweep: embedding dimension.")] = 384,
     providers: Annotated[list, typer.Option("--providers", parser=Choices("cpu", "torch", "cuda"), metavar="NAMES",
-                                            help="Any of cpu, cuda, torch.")] = "cpu,torch",
+                                            help="Any of cpu, cuda, torch.")] = list_default("cpu,torch"),
     batch: Annotated[list, typer.Option("--batch", parser=PositiveInts(), metavar="INTS", help="Batch sizes.")]
-    = "1,32",
+    = list_default("1,32"),
     threads: Annotated[int, typer.Option("--threads", help="Pinned intra-op/torch/BLAS threads.")] = 1,
     checkpoint: Annotated[Optional[Path], typer.Option("--checkpoint", help="Student .pt: adds torch eager, "
                                                         "unfolded and int8 variants.")] = None,
@@ -83,7 +83,7 @@ def bench(
         if not ok and not torch_cuda():
             raise ProviderError(f"--providers cuda, but CUDA is unusable here: {reason}; torch sees no GPU either",
                                 "drop cuda from --providers")
-    if sweep:
+    if bundle is None:  # --sweep (the check above makes the two the same)
         report = bench_sweep(ns, dim=d, providers=provs, batches=batches, threads=threads, quick=quick,
                              temperature=temperature, routed=routed, candidates=candidates, checkpoint=checkpoint)
         if plot is not None:

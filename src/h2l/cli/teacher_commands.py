@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 from rich.table import Table
@@ -35,6 +35,7 @@ def teacher_import(
     if lda_db is not None:
         teacher = import_lda_db(lda_db, 1 if mh_id is None else mh_id)
     else:
+        assert npy_dir is not None  # exactly one of the two, checked above
         if temperature is None:
             raise UsageError("--npy-dir needs --temperature (the folder does not store τ)",
                              "pass e.g. --temperature 0.1")
@@ -56,11 +57,12 @@ def teacher_info(
 
     t = load_npz(path)
     qs = t.queries
-    info = {"path": str(path), "name": t.name, "n_heads": t.n_heads, "dim": t.dim, "temperature": t.temperature,
-            "embedding_model": t.embedding_model, "cluster_ids": list(t.cluster_ids),
-            "train_queries": 0 if qs is None else len(qs.train),
-            "heldout_queries": 0 if qs is None else len(qs.heldout),
-            "sha256": t.fingerprint()}
+    info: dict[str, Any] = {
+        "path": str(path), "name": t.name, "n_heads": t.n_heads, "dim": t.dim, "temperature": t.temperature,
+        "embedding_model": t.embedding_model, "cluster_ids": list(t.cluster_ids),
+        "train_queries": 0 if qs is None else len(qs.train),
+        "heldout_queries": 0 if qs is None else len(qs.heldout),
+        "sha256": t.fingerprint()}
     if routing:
         from ..model.routing_profile import teacher_profile
 
@@ -104,6 +106,7 @@ def teacher_build(
                             holdout_per_cluster=holdout, seed=seed, model=model, name=out_path.stem)
     save_npz(teacher, out_path)
     qs = teacher.queries
+    assert qs is not None, "build_teacher always stores the held-out split"
     quality = retrieval_quality(teacher, qs.heldout, qs.heldout_labels) if len(qs.heldout) else {}
     if as_json:
         emit_json({"out": str(out_path), "n_heads": teacher.n_heads, "dim": teacher.dim,

@@ -76,7 +76,7 @@ class TrainConfig:
 
 @dataclass(frozen=True)
 class DistillResult:
-    checkpoint: StudentCheckpoint
+    checkpoint: StudentCheckpoint | None  # None on a torchrun rank other than 0
     report: dict
 
 
@@ -217,13 +217,13 @@ def _checkpoint_step(out: Path) -> str:
 
 def _run(teacher, out, scfg, cfg, queries, dev, ctx, resume, quiet, stop_after) -> DistillResult:
     model = new_student(scfg, teacher, cfg.seed).to(dev)
-    train_model = model
+    train_model: torch.nn.Module = model
     if ctx.active:
         from torch.nn.parallel import DistributedDataParallel
 
         train_model = DistributedDataParallel(model, device_ids=[dev.index] if dev.type == "cuda" else None)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay,
-                            **({"fused": True} if dev.type == "cuda" else {}))
+                            fused=True if dev.type == "cuda" else None)  # None: AdamW's own default
     gen = torch.Generator(dev).manual_seed(ddp.rank_seed(cfg.seed, ctx.rank))
     train_q, held_q = _split_user_queries(teacher, queries, cfg.seed)
     stream = QueryStream(teacher, train_q, cfg.mix, gen)
@@ -242,6 +242,7 @@ def _run(teacher, out, scfg, cfg, queries, dev, ctx, resume, quiet, stop_after) 
     answers = teacher.answers
     train_config = {**cfg.to_dict(), "queries_sha256": _sha256(queries)}
 
+    best_state: dict[str, torch.Tensor] | None
     start, best, best_step, best_state, bad = 0, -1.0, 0, None, 0
     history: dict[str, list] = {"step": [], "loss": [], **{f"val_{k}_cosine": [] for k in val_sets}}
     elapsed_before = 0.0
@@ -325,6 +326,7 @@ def _run(teacher, out, scfg, cfg, queries, dev, ctx, resume, quiet, stop_after) 
     gens = ddp.gather_states(ctx, gen.get_state())
     if not main:
         return DistillResult(None, {"rank": ctx.rank, "steps_run": step})
+    assert best_state is not None, "the last step always validates and sets best_state"
     model.load_state_dict(best_state)
     final = {k: evaluate(model, v, val_targets[k], answers) for k, v in val_sets.items()}
     wall = elapsed_before + time.perf_counter() - t0

@@ -109,6 +109,7 @@ def make_encoder_model(st, name: str = MODEL_NAME) -> onnx.ModelProto:
         prog = torch.onnx.export(enc, (ids, torch.ones_like(ids)), input_names=[INPUT_IDS, ATTENTION_MASK],
                                  output_names=[OUTPUT], dynamic_shapes={INPUT_IDS: dims, ATTENTION_MASK: dims},
                                  dynamo=True, opset_version=18, external_data=False, optimize=True, verbose=False)
+    assert prog is not None, "dynamo=True always returns an ONNXProgram"
     model = prog.model_proto
     model.producer_name, model.producer_version = "h2l", __version__  # not torch's "+cuXXX" build tag
     model.graph.name = "h2l_encoder"

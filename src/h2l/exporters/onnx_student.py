@@ -65,6 +65,7 @@ def make_folded_student_model(folded: FoldedStudent, metadata: dict[str, str]) -
         nodes.append(helper.make_node("Gemm", [x, "w_out", "b_out"], [PROJECTED_NAME], transB=1, name=OUTPUT_NODE))
     else:  # arch "memory": + softmax(q̂·Kᵀ)·V over M learned slots
         q_in = "q_hat" if folded.config.normalize_input else INPUT_NAME
+        assert folded.mem_values is not None, "fold sets mem_values with mem_keys"
         inits += [initializer("mem_keys", folded.mem_keys), initializer("mem_values", folded.mem_values)]
         nodes += [
             helper.make_node("Gemm", [x, "w_out", "b_out"], ["stack_out"], transB=1, name=OUTPUT_NODE),
@@ -95,6 +96,7 @@ def make_unfolded_student_model(model: ProjectionTransformer, metadata: dict[str
             model, (torch.zeros(2, d),), dynamo=True, external_data=False, opset_version=OPSET,
             input_names=[INPUT_NAME], output_names=[PROJECTED_NAME],
             dynamic_shapes={"q": {0: torch.export.Dim(BATCH_DIM)}}, optimize=True, verbose=False)
+    assert program is not None, "dynamo=True always returns an ONNXProgram"
     proto = program.model_proto
     scrub(proto)
     proto.graph.name = "h2l_student_unfolded"
@@ -108,7 +110,7 @@ def scrub(proto: onnx.ModelProto) -> None:
     """Remove run-specific text (stack traces, paths) from a model in place."""
     proto.doc_string = ""
     del proto.metadata_props[:]
-    graphs = [proto.graph] + [g for f in proto.functions for g in ()]
+    graphs = [proto.graph]  # a FunctionProto holds nodes, not graphs: scrubbed below
     for g in graphs:
         g.doc_string = ""
         for node in g.node:

@@ -73,9 +73,11 @@ def load_cache(path) -> dict[str, np.ndarray]:
 
 def cached_embedder(cache: dict[str, np.ndarray] | None, model: str = DEFAULT_MODEL, progress: bool = False):
     """An ``embed_fn`` that looks texts up in ``cache`` and embeds only the missing ones."""
+    known = cache if cache is not None else {}
+
     def fn(texts: list[str]) -> np.ndarray:
-        missing = sorted({t for t in texts if cache is None or t not in cache})
+        missing = sorted({t for t in texts if t not in known})
         fresh = dict(zip(missing, embed(missing, model, progress=progress), strict=True)) if missing else {}
-        return np.stack([fresh[t] if t in fresh else cache[t] for t in texts]).astype(np.float32)
+        return np.stack([fresh[t] if t in fresh else known[t] for t in texts]).astype(np.float32)
     return fn
 

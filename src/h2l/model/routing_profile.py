@@ -46,7 +46,10 @@ def teacher_profile(keys: np.ndarray, answers: np.ndarray, temperature: float, *
     n_heads = keys.shape[1]
     q = near_centroid_queries(keys, temperature, n, seed)
     index = index if index is not None else make_screen(keys, answers)
-    eff, top1, bm, ck = [], [], {e: [] for e in EPSILONS}, {e: [] for e in EPSILONS}
+    eff: list[np.ndarray] = []
+    top1: list[np.ndarray] = []
+    bm: dict[float, list[np.ndarray]] = {e: [] for e in EPSILONS}
+    ck: dict[float, list[np.ndarray]] = {e: [] for e in EPSILONS}
     for i in range(0, n, ROWS):  # per row, so a few rows at a time: [256, N] float64 is 200 MB at N = 100k
         w = flat_weights(keys, q[i:i + ROWS])
         eff.append(effective_heads(w))
@@ -54,7 +57,7 @@ def teacher_profile(keys: np.ndarray, answers: np.ndarray, temperature: float, *
         for eps in EPSILONS:
             bm[eps].append(best_m(w, eps))
             ck[eps].append(certified_k(index, q[i:i + ROWS], eps))
-    eff, top1 = np.concatenate(eff), np.concatenate(top1)
+    effective, peak = np.concatenate(eff), np.concatenate(top1)
     need = {f"{e:g}": {"best_m": _stats(np.concatenate(bm[e])), "certified_k": _stats(np.concatenate(ck[e]))}
             for e in EPSILONS}
     worst = need[f"{1e-4:g}"]["certified_k"]["median"]
@@ -64,7 +67,7 @@ def teacher_profile(keys: np.ndarray, answers: np.ndarray, temperature: float, *
     if not exact:
         verdict = (f"spread: at τ = {temperature:g} a routed teacher cannot be exact here. The median query needs "
                    f"{worst:g} of {n_heads} heads to leave mass ≤ 1e-4 outside (effective heads: median "
-                   f"{np.median(eff):.0f}); routing saves little. Use the flat teacher or a lower τ.")
+                   f"{np.median(effective):.0f}); routing saves little. Use the flat teacher or a lower τ.")
     return {"queries": {"kind": "near-centroid", "n": n, "seed": seed}, "n_heads": n_heads,
-            "temperature": temperature, "effective_heads": _stats(eff),
-            "top1_weight": _stats(top1), "candidates_needed": need, "routable": exact, "verdict": verdict}
+            "temperature": temperature, "effective_heads": _stats(effective),
+            "top1_weight": _stats(peak), "candidates_needed": need, "routable": exact, "verdict": verdict}

@@ -20,7 +20,9 @@ writes and numpy can evaluate.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
+from typing import cast
 
 import numpy as np
 import torch
@@ -157,7 +159,7 @@ class ProjectionTransformer(nn.Module):
                 a = layer.self_attn
                 yield (a.in_proj_weight[2 * d:], a.in_proj_bias[2 * d:], a.out_proj.weight, a.out_proj.bias, layer)
         else:
-            for layer in self.layers:
+            for layer in cast(Iterable[LeanLayer], self.layers):  # a ModuleList of LeanLayers (see __init__)
                 yield (layer.v_proj.weight, layer.v_proj.bias, layer.out_proj.weight, layer.out_proj.bias, layer)
 
     def lean_state_dict_from(self, literal: "ProjectionTransformer") -> None:

@@ -10,11 +10,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ..errors import DependencyError, InputError
 from .sessions import Runner, make_runner
+
+if TYPE_CHECKING:
+    from tokenizers import Tokenizer
 
 
 def check_text(text, i: int = 0) -> str:
@@ -43,7 +47,7 @@ class Tokenized:
     truncated: bool
 
 
-def load_tokenizer(path: str | Path | bytes, max_seq_length: int):
+def load_tokenizer(path: str | Path | bytes, max_seq_length: int) -> Tokenizer:
     """A tokenizers.Tokenizer from a file (or its bytes), truncating at ``max_seq_length``, never padding."""
     try:
         from tokenizers import Tokenizer
@@ -60,7 +64,7 @@ def load_tokenizer(path: str | Path | bytes, max_seq_length: int):
     return tok
 
 
-def tokenize(tok, texts: list[str]) -> list[Tokenized]:
+def tokenize(tok: Tokenizer, texts: list[str]) -> list[Tokenized]:
     encs = tok.encode_batch([check_text(t, i) for i, t in enumerate(texts)])
     return [Tokenized(tuple(e.ids), bool(e.overflowing)) for e in encs]
 
@@ -80,13 +84,15 @@ def pad(batch: list[Tokenized], pad_id: int = 0) -> tuple[np.ndarray, np.ndarray
 class TextEncoder:
     """A tokenizer and an encoder session: ``embed(texts)`` → (embeddings [n, d], truncated flags)."""
 
-    tokenizer: object
+    tokenizer: Tokenizer
     runner: Runner
     pad_id: int = 0
 
     @property
     def max_seq_length(self) -> int:
-        return int(self.tokenizer.truncation["max_length"])
+        trunc = self.tokenizer.truncation
+        assert trunc is not None, "load_tokenizer always enables truncation"
+        return int(trunc["max_length"])
 
     def run_ids(self, batch: list[Tokenized]) -> np.ndarray:
         ids, mask = pad(batch, self.pad_id)

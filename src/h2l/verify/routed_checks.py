@@ -103,7 +103,7 @@ def check_routed(bundle, provider: str, runner, ref, routed: RoutedInputs, atol:
             from ..model.routing_ivf import route_ivf
 
             # [8, K, d] at a time
-            refs = [route(index, q[i:i + 8], k) if ivf is None else route_ivf(ivf, q[i:i + 8])
+            refs = [route(index, q[i:i + 8], k) if index is not None else route_ivf(ref, q[i:i + 8])
                     for i in range(0, len(q), 8)]
             ref_p, ref_b, ref_h = (np.concatenate([getattr(r, a) for r in refs])
                                    for a in ("projected", "bound", "top_heads"))
