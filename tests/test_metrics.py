@@ -32,3 +32,23 @@ def test_fidelity_values():
     assert f["p5_cosine"] == pytest.approx(np.percentile(cos, 5))
     assert f["top1_agreement"] == pytest.approx(0.75)  # the last row's nearest answer flips 0 → 1
     assert fidelity(teacher, teacher, answers)["min_cosine"] == pytest.approx(1.0)
+
+
+def test_a_zero_answer_row_gives_zero_cosine_not_a_nan_winner():
+    """Issue 20.1: an unguarded a/‖a‖ made a NaN column, and argmax returned it for every row (failed before)."""
+    answers = np.array([[1.0, 0.0], [0.0, 0.0], [0.0, 1.0]])
+    x = np.array([[0.0, 1.0], [1.0, 0.1]])
+    assert nearest_answer(x, answers).tolist() == [2, 0]
+    f = fidelity(x, x[::-1], answers)
+    assert f["top1_agreement"] == 0.0 and np.isfinite(f["mean_cosine"])
+
+
+def test_bundle_top_cluster_of_a_projection_never_picks_nan():
+    from h2l.bundle.answers import top
+    from h2l.exporters import PROJECTED_NAME
+    from h2l.metrics import NORM_EPS, unit_rows
+
+    answers = np.array([[1.0, 0.0], [0.0, 0.0], [0.0, 1.0]], np.float32)
+    k, cos = top("student", {PROJECTED_NAME: np.array([[0.0, 2.0], [0.0, 0.0]], np.float32)}, answers)
+    assert k.tolist() == [2, 0] and np.isfinite(cos).all() and cos[1] == 0.0  # a zero projection: cosine 0
+    assert NORM_EPS == 1e-12 and not np.isnan(unit_rows(np.zeros((2, 3)))).any()

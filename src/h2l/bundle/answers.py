@@ -16,6 +16,7 @@ import numpy as np
 
 from ..errors import IntegrityError
 from ..exporters import PROJECTED_NAME, WEIGHTS_NAME
+from ..metrics import unit_rows
 from .reader import BundleReader
 
 #: Accents (composed and decomposed), mixed case, CJK, emoji, punctuation runs, control whitespace,
@@ -69,11 +70,7 @@ def top(model: str, outs: dict[str, np.ndarray], answers: np.ndarray) -> tuple[n
         w = np.asarray(outs[WEIGHTS_NAME], np.float64)
         k = np.argmax(w, axis=1)
         return k, w[np.arange(len(w)), k]
-    p = np.asarray(outs[PROJECTED_NAME], np.float64)
-    a = np.asarray(answers, np.float64)
-    a = a / np.linalg.norm(a, axis=1, keepdims=True)
-    p = p / np.maximum(np.linalg.norm(p, axis=1, keepdims=True), 1e-30)
-    cos = p @ a.T
+    cos = unit_rows(outs[PROJECTED_NAME]) @ unit_rows(answers).T  # guarded: a zero row scores 0, never NaN
     k = np.argmax(cos, axis=1)
     return k, cos[np.arange(len(cos)), k]
 
