@@ -35,7 +35,7 @@ from .exporters.quantize import make_int8_student_model
 from .metrics import cosine
 from .model.sampling import sampled_queries
 from .model.student import fold, torch_forward
-from .model.teacher import Teacher
+from .model.teacher import Teacher, require_flat
 from .runtime.sessions import make_runner
 from .verify.checks import verify_bundle
 from .verify.report import raise_for_failures
@@ -133,6 +133,8 @@ def export_onnx(teacher: Teacher, out: str | Path, *, student: str | Path | None
     answers.jsonl ships whenever the teacher kept its answer texts.
     """
     out = Path(out)
+    require_flat(teacher, "h2l export", "export a flat teacher (lda.db without W, npy folder, h2l teacher build); "
+                 "the graphs for affine, shared-head and top-k teachers are not built yet")
     if quantize not in ("none", "int8"):
         raise InputError(f"unknown quantization {quantize!r}", "use none or int8")
     if quantize == "int8" and (student is None or not fold_graph):

@@ -22,7 +22,7 @@ from ..model.sampling import sampled_queries
 from ..model.sizing import choose_arch, macs
 from ..model.student import ProjectionTransformer, StudentConfig, fold
 from ..model.synthetic import synthetic_teacher
-from ..model.teacher import Teacher, project_arrays
+from ..model.teacher import Teacher, project_arrays, require_flat
 from ..runtime.sessions import cuda_status, make_runner
 from .timing import (
     BENCH_SCHEMA,
@@ -81,6 +81,7 @@ def _torch(model: ProjectionTransformer, device: str) -> Fn:
 def variants(teacher: Teacher, model: ProjectionTransformer | None, *, threads: int, providers: set[str],
              int8: bool = True, unfolded: bool = True) -> dict[tuple[str, str, str], Fn]:
     """(model, variant, provider) → callable on a (batch, d) float32 array."""
+    require_flat(teacher, "h2l bench", "bench a flat teacher; affine-head teachers are not benchmarked yet")
     keys, answers = teacher.keys, teacher.answers
     out: dict[tuple[str, str, str], Fn] = {("teacher", "numpy", "cpu"): lambda q: project_arrays(q, keys, answers)}
     t_bytes = serialize(make_teacher_model(teacher), "teacher.onnx")

@@ -24,7 +24,7 @@ from torch.nn import functional as F
 from ..errors import EXIT_USAGE, H2LError, InputError, ProviderError
 from ..metrics import fidelity
 from ..model.student import ProjectionTransformer, StudentConfig
-from ..model.teacher import Teacher
+from ..model.teacher import Teacher, require_flat
 from . import ddp
 from .checkpoint import StudentCheckpoint, load_checkpoint, save_checkpoint
 from .sampler import QueryStream, SamplerMix
@@ -181,6 +181,8 @@ def distill(teacher: Teacher, out: str | Path, *, student: StudentConfig | None 
     run early after that many steps, as an interruption would (used by tests of ``--resume``).
     """
     out = Path(out)
+    require_flat(teacher, "h2l distill", "distil a flat teacher; distillation of affine, shared-head and top-k "
+                 "teachers is not built yet")
     cfg = (config or TrainConfig()).validate()
     scfg = (student or StudentConfig(teacher.dim)).validate()
     if scfg.dim != teacher.dim:

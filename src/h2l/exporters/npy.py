@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from ..atomic import check_output_dir, staged_dir, write_file
-from ..model.teacher import Teacher
+from ..model.teacher import Teacher, require_flat
 from ..writers import npy_bytes
 
 _INT_ID = re.compile(r"0|[1-9][0-9]*")
@@ -39,6 +39,8 @@ def file_ids(cluster_ids: tuple[str, ...] | list[str]) -> list[str]:
 
 def export_npy(teacher: Teacher, out: str | Path, *, mh_id: int = 1, force: bool = False) -> list[str]:
     """Write both layouts plus teacher.json; returns the relative paths written."""
+    require_flat(teacher, "h2l export --format npy", "the npy layouts hold one centroid and one answer per head: "
+                 "export a flat teacher")
     check_output_dir(Path(out), force)
     fids = file_ids(teacher.cluster_ids)
     numbered = fids != list(teacher.cluster_ids)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from ..errors import InputError
 from ..model.routing import make_screen
 from ..model.routing_profile import DEFAULT_EPSILON, MAX_AUTO_K, choose_k, profile_queries, teacher_profile
-from ..model.teacher import Teacher
+from ..model.teacher import Teacher, require_flat
 from ..onnx_wire import join_model
 from .onnx_common import check, check_serialized, check_size, contract, serialize
 from .onnx_routed import ROUTED_FILE, large_tables, make_routed_model, routed_size
@@ -21,7 +21,7 @@ ROUTERS = ("screen", "ivf")
 def routed_model(teacher: Teacher, *, router: str = "screen", candidates: int | None = None,
                  seed: int = 0) -> tuple[bytes, dict, dict]:
     """(file bytes, models.routed manifest entry, reports/routing.json) for ``teacher``."""
-
+    require_flat(teacher, "h2l export --routed", "route a flat teacher (the screen's bound assumes answer heads)")
     if router not in ROUTERS:
         raise InputError(f"unknown router {router!r}", "use --router screen or --router ivf")
     if candidates is not None and candidates < 1:

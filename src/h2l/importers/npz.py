@@ -9,10 +9,14 @@ import numpy as np
 
 from ..atomic import write_bytes_atomic
 from ..errors import InputError
-from ..model.teacher import QuerySet, Teacher, make_teacher
+from ..model.teacher import NORM_EPS, QuerySet, Routing, Scoring, Targets, Teacher, make_teacher
 from ..writers import npz_bytes
 
-NPZ_FORMAT_VERSION = 1
+NPZ_FORMAT_VERSION = 2
+#: Keys only a format_version 2 file may hold (the general teacher); a flat teacher is written as version 1,
+#: byte for byte as before version 2 existed.
+V2_KEYS = ("head_weights", "key_heads", "query_norm", "query_eps", "normalize_keys", "top_k", "renormalize",
+           "normalize_output", "target_embeddings", "target_ids", "target_titles")
 
 
 def load_npy(path: str | Path, what: str) -> np.ndarray:
@@ -37,13 +41,17 @@ def load_npy(path: str | Path, what: str) -> np.ndarray:
 def save_npz(teacher: Teacher, path: str | Path) -> None:
     """Write a teacher .npz with fixed zip timestamps, so equal teachers give equal bytes.
 
-    Keys: centroids (N,d) f4, answers (N,d) f4, temperature () f8, cluster_ids (N,) str,
+    Keys: centroids (N_k,d) f4, answers (H,d) f4, temperature () f8, cluster_ids (H,) str,
     name () str, embedding_model () str, format_version () i8, when queries are stored
     train_queries, train_labels, heldout_queries, heldout_labels, and for Q-A teachers
-    answer_texts (N,) str (each head's answer text, in head order).
+    answer_texts (H,) str (each head's answer text, in head order).  A flat teacher is
+    format_version 1; a general one (README, "Teachers") is 2 and adds query_norm () str,
+    query_eps () f8, normalize_keys () bool, top_k () i8 (0: all keys), renormalize () bool,
+    normalize_output () bool, and when used head_weights (H,d,d) f4, key_heads (N_k,) i8,
+    target_embeddings (T,d) f4, target_ids (T,) str, target_titles (T,) str.
     """
     arrays = {
-        "format_version": np.array(NPZ_FORMAT_VERSION, np.int64),
+        "format_version": np.array(1 if teacher.is_flat else NPZ_FORMAT_VERSION, np.int64),
         "centroids": teacher.centroids,
         "answers": teacher.answers,
         "temperature": np.array(teacher.temperature, np.float64),
@@ -57,7 +65,63 @@ def save_npz(teacher: Teacher, path: str | Path) -> None:
                       heldout_queries=qs.heldout, heldout_labels=qs.heldout_labels)
     if teacher.answer_texts is not None:
         arrays["answer_texts"] = np.array(teacher.answer_texts, dtype=str)
+    if not teacher.is_flat:
+        arrays.update(_general_arrays(teacher))
     write_bytes_atomic(Path(path), npz_bytes(arrays))
+
+
+def _general_arrays(t: Teacher) -> dict[str, np.ndarray]:
+    s, r = t.scoring, t.routing
+    out = {"query_norm": np.array(s.query_norm, dtype=str), "query_eps": np.array(s.eps, np.float64),
+           "normalize_keys": np.array(s.normalize_keys), "top_k": np.array(r.top_k or 0, np.int64),
+           "renormalize": np.array(r.renormalize), "normalize_output": np.array(t.normalize_output)}
+    if t.head_weights is not None:
+        out["head_weights"] = t.head_weights
+    if t.key_heads is not None:
+        out["key_heads"] = t.key_heads
+    if t.targets is not None:
+        out.update(target_embeddings=t.targets.embeddings, target_ids=np.array(t.targets.ids, dtype=str),
+                   target_titles=np.array(t.targets.titles, dtype=str))
+    return out
+
+
+def _scalar(data: dict, key: str, kind: str, path: Path, default):
+    """A 0-d array of ``kind`` (numpy dtype kinds) as a Python value, or ``default`` when absent."""
+    if key not in data:
+        return default
+    a = np.asarray(data[key])
+    if a.shape != () or a.dtype.kind not in kind:
+        raise InputError(f"teacher file {path}: {key} has dtype {a.dtype}, shape {a.shape}",
+                         "re-create it with `h2l teacher import`")
+    return a.item()
+
+
+def _str_list(data: dict, key: str, path: Path) -> list[str] | None:
+    a = data.get(key)
+    if a is None:
+        return None
+    if a.dtype.kind != "U" or a.ndim != 1:
+        raise InputError(f"teacher file {path}: {key} has dtype {a.dtype}, shape {a.shape}",
+                         f"store {key} as a 1-d str array")
+    return [str(t) for t in a]
+
+
+def _general_kwargs(data: dict, path: Path) -> dict:
+    """make_teacher's general keyword arguments from a version-2 file (defaults where absent)."""
+    top_k = int(_scalar(data, "top_k", "iu", path, 0))
+    kw = {"scoring": Scoring(str(_scalar(data, "query_norm", "U", path, "floor")),
+                             float(_scalar(data, "query_eps", "f", path, NORM_EPS)),
+                             bool(_scalar(data, "normalize_keys", "b", path, True))),
+          "routing": Routing(top_k or None, bool(_scalar(data, "renormalize", "b", path, True))),
+          "normalize_output": bool(_scalar(data, "normalize_output", "b", path, False)),
+          "head_weights": data.get("head_weights"), "key_heads": data.get("key_heads")}
+    if "target_embeddings" in data:
+        ids, titles = _str_list(data, "target_ids", path), _str_list(data, "target_titles", path)
+        if ids is None or titles is None:
+            raise InputError(f"teacher file {path} has target_embeddings without target_ids/target_titles",
+                             "re-create it with `h2l teacher import`")
+        kw["targets"] = Targets(data["target_embeddings"], tuple(ids), tuple(titles))
+    return kw
 
 
 def load_npz(path: str | Path) -> Teacher:
@@ -80,10 +144,14 @@ def load_npz(path: str | Path) -> Teacher:
     if missing:
         raise InputError(f"teacher file {path} lacks key(s) {', '.join(missing)}",
                          "store centroids, answers and temperature (see README, teacher .npz)")
-    version = int(data.get("format_version", NPZ_FORMAT_VERSION))
+    version = int(data.get("format_version", 1))
     if version > NPZ_FORMAT_VERSION:
         raise InputError(f"teacher file {path} has format_version {version}, newer than this h2l",
                          "upgrade h2l")
+    general = sorted(k for k in V2_KEYS if k in data)
+    if version < 2 and general:
+        raise InputError(f"teacher file {path} is format_version {version} but holds {', '.join(general)}",
+                         "re-create it with this h2l (general teachers are format_version 2)")
     queries = None
     if "train_queries" in data or "heldout_queries" in data:
         d = np.asarray(data["centroids"]).shape[-1]
@@ -92,13 +160,10 @@ def load_npz(path: str | Path) -> Teacher:
         queries = QuerySet(data.get("train_queries", z), data.get("train_labels", e),
                            data.get("heldout_queries", z), data.get("heldout_labels", e))
     ids = data.get("cluster_ids")
-    texts = data.get("answer_texts")
-    if texts is not None and (texts.dtype.kind != "U" or texts.ndim != 1):
-        raise InputError(f"teacher file {path}: answer_texts has dtype {texts.dtype}, shape {texts.shape}",
-                         "store answer_texts as an (N,) str array")
+    texts = _str_list(data, "answer_texts", path)
     return make_teacher(
         data["centroids"], data["answers"], np.asarray(data["temperature"]).reshape(-1)[0]
         if np.asarray(data["temperature"]).size == 1 else data["temperature"],
         None if ids is None else [str(i) for i in np.asarray(ids).reshape(-1)],
         name=str(data.get("name", path.stem)), embedding_model=str(data.get("embedding_model", "")),
-        queries=queries, answer_texts=None if texts is None else [str(t) for t in texts])
+        queries=queries, answer_texts=texts, **(_general_kwargs(data, path) if version >= 2 else {}))
