@@ -101,7 +101,7 @@ def teacher_build(
 
     check_output_file(out_path, force)
     clusters = parse_qa_files(qa, model=model)
-    cache = load_cache(embeddings) if embeddings is not None else None
+    cache = load_cache(embeddings, model) if embeddings is not None else None
     teacher = build_teacher(clusters, cached_embedder(cache, model, progress=not as_json), temperature=temperature,
                             holdout_per_cluster=holdout, seed=seed, model=model, name=out_path.stem)
     save_npz(teacher, out_path)

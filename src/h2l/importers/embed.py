@@ -55,19 +55,59 @@ def embed(texts: list[str], model: str = DEFAULT_MODEL, *, batch_size: int = 64,
     return np.ascontiguousarray(vecs, np.float32)
 
 
-def load_cache(path) -> dict[str, np.ndarray]:
-    """A precomputed embedding cache: an .npz with ``texts`` (n,) str and ``vectors`` (n, d) float32."""
+#: Output dimension of each model h2l embeds with (a cache must match it).
+MODEL_DIMS = {DEFAULT_MODEL: 384}
+
+
+def _model_key(name: str) -> str:
+    """``sentence-transformers/all-MiniLM-L6-v2`` and ``all-MiniLM-L6-v2`` name one model."""
+    return name.removeprefix("sentence-transformers/")
+
+
+def save_cache(path, texts: list[str], vectors: np.ndarray, model: str = DEFAULT_MODEL) -> None:
+    """Write an embedding cache (texts, vectors, and the model that made them) that :func:`load_cache` checks."""
+    from pathlib import Path
+
+    from ..atomic import write_bytes_atomic
+    from ..writers import npz_bytes
+
+    vecs = np.ascontiguousarray(vectors, np.float32)
+    if vecs.ndim != 2 or len(vecs) != len(texts):
+        raise InputError(f"{len(texts)} texts for vectors of shape {vecs.shape}", "pass one (d,) vector per text")
+    write_bytes_atomic(Path(path), npz_bytes({"texts": np.array(list(texts), dtype=str), "vectors": vecs,
+                                              "model": np.array(model, dtype=str)}))
+
+
+def load_cache(path, model: str = DEFAULT_MODEL) -> dict[str, np.ndarray]:
+    """A precomputed embedding cache: an .npz with ``texts`` (n,) str, ``vectors`` (n, d) float32 and
+    ``model`` () str (caches without it are accepted when d fits ``model``).
+
+    A cache from another model would make a teacher whose queries and answers live in
+    different spaces, so a model name or dimension that does not match ``model`` is refused.
+    """
     from pathlib import Path
 
     path = Path(path)
     try:
         with np.load(path, allow_pickle=False) as z:
             texts, vecs = z["texts"], z["vectors"]
+            stored = z["model"] if "model" in z.files else None
     except (OSError, ValueError, KeyError, EOFError) as exc:
         raise InputError(f"embedding cache {path} is unreadable ({type(exc).__name__})",
                          "pass an .npz with 'texts' and 'vectors' (see `h2l teacher build --help`)") from None
     if len(texts) != len(vecs) or vecs.ndim != 2:
         raise InputError(f"embedding cache {path}: {len(texts)} texts for {vecs.shape} vectors", "re-create it")
+    if stored is not None and (stored.shape != () or stored.dtype.kind != "U"
+                               or _model_key(str(stored)) != _model_key(model)):
+        raise InputError(f"embedding cache {path} was made with model {str(stored)!r}, not {model!r}",
+                         f"pass a cache made with {model}, or --model {str(stored)}")
+    want = MODEL_DIMS.get(_model_key(model))
+    if stored is None and want is None:
+        raise InputError(f"embedding cache {path} does not record its model, and h2l cannot check it against "
+                         f"{model!r}", "re-create it with h2l.importers.embed.save_cache(..., model=...)")
+    if want is not None and vecs.shape[1] != want:
+        raise InputError(f"embedding cache {path} holds d = {vecs.shape[1]} vectors, but {model} embeds d = {want}",
+                         f"pass a cache made with {model}")
     return {str(t): np.asarray(v, np.float32) for t, v in zip(texts, vecs, strict=True)}
 
 
