@@ -19,6 +19,21 @@ from h2l.model.synthetic import synthetic_teacher
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_QA = Path(os.environ.get("H2L_SHARED_DATA", REPO.parent / "shared" / "data" / "unifyweaver-qa"))
+
+
+def _shared_root() -> Path:
+    """``../shared/data`` of the checkout (or of a folder above it, for git worktrees); H2L_SHARED_ROOT wins."""
+    if os.environ.get("H2L_SHARED_ROOT"):
+        return Path(os.environ["H2L_SHARED_ROOT"])
+    for p in REPO.parents:
+        if (p / "shared" / "data").is_dir():
+            return p / "shared" / "data"
+    return REPO.parent / "shared" / "data"
+
+
+SHARED_ROOT = _shared_root()
+PEARLTREES = SHARED_ROOT / "pearltrees-physics"  # UnifyWeaver's federated_k50 model (its README)
+UW_MODELS = SHARED_ROOT / "unifyweaver-models"  # lda_w/lda.db, uw_student.pt (its README)
 DEMO_QA = REPO / "src" / "h2l" / "data" / "demo" / "bike_qa.json"
 DEMO_CACHE = REPO / "src" / "h2l" / "data" / "demo" / "bike_qa.embeddings.npz"
 

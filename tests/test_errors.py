@@ -28,7 +28,7 @@ def _ckpt(path, teacher, *, config: StudentConfig, weights_of: StudentConfig, sh
 # ------------------------------------------------------------------ usage errors: exit 2
 
 @pytest.mark.parametrize("args, message", [
-    (["teacher", "import", "--out", "t.npz"], "pass exactly one of --lda-db or --npy-dir"),
+    (["teacher", "import", "--out", "t.npz"], "pass exactly one of --lda-db, --npy-dir or --federated"),
     (["teacher", "import", "--out", "t.npz", "--lda-db", "a.db", "--npy-dir", "."], "exactly one of"),
     (["teacher", "import", "--out", "t.npz", "--npy-dir", "."], "needs --temperature"),
     (["distill", "t.npz", "--out", "s.pt", "--mix", "0.5,0.5"], "has 2 items, expected 3"),

@@ -1,6 +1,6 @@
 """The public Python API, one function per pipeline stage (re-exported lazily by :mod:`h2l`).
 
-    teacher = h2l.load_teacher("teacher.npz")          # or an lda.db, or a folder of .npy heads
+    teacher = h2l.load_teacher("teacher.npz")          # or an lda.db, a folder of .npy heads, a federated .pkl
     result  = h2l.distill_teacher(teacher, "s.pt", steps=2000)
     h2l.export_bundle(teacher, "bundle", student="s.pt")
     report  = h2l.verify_bundle("bundle")              # raises on a failed check
@@ -24,20 +24,26 @@ __all__ = ["Teacher", "Bundle", "load_teacher", "save_teacher", "distill_teacher
            "verify_bundle"]
 
 
-def load_teacher(path: str | Path, *, mh_id: int | None = None, temperature: float | None = None) -> Teacher:
+def load_teacher(path: str | Path, *, mh_id: int | None = None, temperature: float | None = None,
+                 routing: str = "centroid", top_k: int | None = None) -> Teacher:
     """Read a teacher: an h2l ``.npz``, a UnifyWeaver ``lda.db`` (projection ``mh_id``, default 1),
-    or a folder of UnifyWeaver ``.npy`` heads (needs ``temperature``)."""
+    a folder of UnifyWeaver ``.npy`` heads (needs ``temperature``), or a UnifyWeaver federated
+    model ``.pkl`` (``routing`` centroid|query, ``top_k``; read without running pickle code)."""
     from .errors import InputError
 
     path = Path(path)
+    if path.suffix == ".pkl":
+        from .importers.federated import import_federated
+
+        return import_federated(path, routing, top_k)
     if path.is_dir():
-        from .importers.unifyweaver import import_npy_dir
+        from .importers.npy_dir import import_npy_dir
 
         if temperature is None:
             raise InputError("a folder of .npy heads does not store τ", "pass temperature=, e.g. 0.1")
         return import_npy_dir(path, temperature, mh_id)
     if path.suffix == ".db":
-        from .importers.unifyweaver import import_lda_db
+        from .importers.lda_db import import_lda_db
 
         return import_lda_db(path, 1 if mh_id is None else mh_id)
     from .importers.npz import load_npz

@@ -5,7 +5,7 @@ import json
 import numpy as np
 
 from h2l.cli import app
-from h2l.importers.unifyweaver import import_npy_dir
+from h2l.importers.npy_dir import import_npy_dir
 
 
 def test_npy_export_layouts_byte_for_byte(tmp_path, runner, teacher_npz, small_teacher):

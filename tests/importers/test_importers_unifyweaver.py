@@ -7,8 +7,9 @@ import pytest
 
 from conftest import make_lda_db
 from h2l.errors import InputError
+from h2l.importers.lda_db import import_lda_db
+from h2l.importers.npy_dir import import_npy_dir
 from h2l.importers.npz import load_npz
-from h2l.importers.unifyweaver import import_lda_db, import_npy_dir
 
 
 def test_lda_db_reads_float64_and_row_vectors(tmp_path):

@@ -17,9 +17,10 @@ import pytest
 from conftest import DEMO_CACHE, DEMO_QA, write_uw_db
 from h2l.cli import app
 from h2l.errors import InputError
+from h2l.importers.lda_db import import_lda_db
+from h2l.importers.npy_dir import import_npy_dir
 from h2l.importers.npz import load_npz, save_npz
 from h2l.importers.qa import build_teacher, parse_qa_files
-from h2l.importers.unifyweaver import import_lda_db, import_npy_dir
 from h2l.model.teacher import make_teacher
 
 

@@ -49,6 +49,11 @@ class Format(str, Enum):
     npy = "npy"
 
 
+class FederatedRouting(str, Enum):
+    centroid = "centroid"
+    query = "query"
+
+
 class Quantize(str, Enum):
     none = "none"
     int8 = "int8"

@@ -10,7 +10,7 @@ from rich.table import Table
 
 from ..atomic import check_output_file
 from ..errors import UsageError
-from .app import app, emit_json, handled, teacher_app
+from .app import FederatedRouting, app, emit_json, handled, teacher_app
 from .render import out, print_routing_profile
 
 # ------------------------------------------------------------------ teacher
@@ -19,29 +19,66 @@ from .render import out, print_routing_profile
 @handled
 def teacher_import(
     out_path: Annotated[Path, typer.Option("--out", help="Teacher .npz to write.")],
-    lda_db: Annotated[Optional[Path], typer.Option("--lda-db", help="UnifyWeaver lda.db.")] = None,
+    lda_db: Annotated[Optional[Path], typer.Option("--lda-db", help="UnifyWeaver lda.db (W_path heads included).")]
+    = None,
     mh_id: Annotated[Optional[int], typer.Option("--mh-id", help="Projection id (lda.db default 1).")] = None,
     npy_dir: Annotated[Optional[Path], typer.Option("--npy-dir", help="Folder of per-head .npy files.")] = None,
+    federated: Annotated[Optional[Path], typer.Option("--federated", help="UnifyWeaver federated model .pkl "
+                                                      "(read by an allow-list unpickler, never executed).")] = None,
+    routing: Annotated[Optional[FederatedRouting], typer.Option("--routing", help="--federated: route over cluster "
+                       "centroids (FederatedProjectionWrapper) or training queries (infer_pearltrees_federated).")]
+    = None,
+    top_k: Annotated[Optional[int], typer.Option("--top-k", help="--federated: keep the top-k keys (UnifyWeaver's "
+                                                 "default is 10); omit for all keys.")] = None,
     temperature: Annotated[Optional[float], typer.Option("--temperature", help="τ for --npy-dir.")] = None,
     force: Annotated[bool, typer.Option("--force", help="Replace an existing --out.")] = False,
 ) -> None:
-    """Import a UnifyWeaver teacher (lda.db or a folder of .npy files) into a teacher .npz."""
+    """Import a UnifyWeaver teacher (lda.db, a folder of .npy files, or a federated model) into a teacher .npz."""
     from ..importers.npz import save_npz
-    from ..importers.unifyweaver import import_lda_db, import_npy_dir
 
-    if (lda_db is None) == (npy_dir is None):
-        raise UsageError("pass exactly one of --lda-db or --npy-dir", "see `h2l teacher import --help`")
+    given = [f for f, v in (("--lda-db", lda_db), ("--npy-dir", npy_dir), ("--federated", federated)) if v]
+    if len(given) != 1:
+        raise UsageError("pass exactly one of --lda-db, --npy-dir or --federated"
+                         + (f" (got {' and '.join(given)})" if given else ""), "see `h2l teacher import --help`")
+    if federated is None and (routing is not None or top_k is not None):
+        raise UsageError("--routing and --top-k apply to --federated only", "drop them, or import a federated model")
+    if temperature is not None and npy_dir is None:
+        raise UsageError(f"{given[0]} stores τ, so --temperature would be ignored", "drop --temperature")
+    if mh_id is not None and federated is not None:
+        raise UsageError("--mh-id applies to --lda-db and --npy-dir only", "drop --mh-id")
     check_output_file(out_path, force)
     if lda_db is not None:
+        from ..importers.lda_db import import_lda_db
+
         teacher = import_lda_db(lda_db, 1 if mh_id is None else mh_id)
+    elif federated is not None:
+        from ..importers.federated import import_federated
+
+        teacher = import_federated(federated, (routing or FederatedRouting.centroid).value, top_k)
     else:
-        assert npy_dir is not None  # exactly one of the two, checked above
+        from ..importers.npy_dir import import_npy_dir
+
+        assert npy_dir is not None  # exactly one of the three, checked above
         if temperature is None:
             raise UsageError("--npy-dir needs --temperature (the folder does not store τ)",
                              "pass e.g. --temperature 0.1")
         teacher = import_npy_dir(npy_dir, temperature, mh_id)
     save_npz(teacher, out_path)
-    out.print(f"wrote {out_path}: N = {teacher.n_heads}, d = {teacher.dim}, τ = {teacher.temperature:g}")
+    t = teacher
+    kind = "" if t.is_flat else f", {t.head_kind} heads, {t.n_keys} keys, {t.routing.describe()}"
+    out.print(f"wrote {out_path}: N = {teacher.n_heads}, d = {teacher.dim}, τ = {teacher.temperature:g}{kind}",
+              markup=False)
+
+
+def teacher_summary(t) -> dict[str, Any]:
+    """What `teacher info` shows about the model family (the same keys for every teacher)."""
+    s = t.scoring
+    return {"head_kind": t.head_kind, "n_keys": t.n_keys,
+            "scoring": {"query_norm": s.query_norm, "eps": s.eps, "normalize_keys": s.normalize_keys},
+            "key_routing": {"top_k": t.routing.top_k, "renormalize": t.routing.renormalize},
+            "normalize_output": t.normalize_output, "shared_heads": t.key_heads is not None,
+            "w_bytes": 0 if t.head_weights is None else int(t.head_weights.nbytes),
+            "targets": 0 if t.targets is None else len(t.targets.ids), "format": "flat" if t.is_flat else "general"}
 
 
 @teacher_app.command("info")
@@ -50,9 +87,9 @@ def teacher_info(
     path: Annotated[Path, typer.Argument(help="Teacher .npz.")],
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
     routing: Annotated[bool, typer.Option("--routing/--no-routing", help="Effective heads and the candidates a "
-                                          "router needs (256 near-centroid queries).")] = True,
+                                          "router needs (256 near-centroid queries; answer heads only).")] = True,
 ) -> None:
-    """Show a teacher's size, temperature, ids, stored queries, and how routable it is."""
+    """Show a teacher's size, family (heads, keys, scoring, routing), ids, stored queries, and how routable it is."""
     from ..importers.npz import load_npz
 
     t = load_npz(path)
@@ -62,22 +99,34 @@ def teacher_info(
         "embedding_model": t.embedding_model, "cluster_ids": list(t.cluster_ids),
         "train_queries": 0 if qs is None else len(qs.train),
         "heldout_queries": 0 if qs is None else len(qs.heldout),
-        "sha256": t.fingerprint()}
+        "sha256": t.fingerprint(), **teacher_summary(t)}
+    profile_note = None
     if routing:
-        from ..model.routing_profile import teacher_profile
+        if t.head_kind == "answer" and t.key_heads is None and t.scoring.is_default:
+            from ..model.routing_profile import teacher_profile
 
-        info["routing"] = teacher_profile(t.keys, t.answers, t.temperature)
+            info["routing"] = teacher_profile(t.keys, t.answers, t.temperature)
+        else:
+            profile_note = ("routing profile: skipped (it measures answer-head teachers with one unit key per head; "
+                            f"this one has {', '.join(t.general_features())})")
+            info["routing"], info["routing_note"] = None, profile_note
     if as_json:
         emit_json(info)
         return
     for k, v in info.items():
-        if k == "routing":
+        if k in ("routing", "routing_note"):
             continue
         if k == "cluster_ids":
             v = ", ".join(v[:8]) + (f", … ({len(v)} in all)" if len(v) > 8 else "")
+        elif k == "scoring":
+            v = t.scoring.describe()
+        elif k == "key_routing":
+            v = t.routing.describe()
         out.print(f"{k:16} {v}", markup=False)
-    if routing:
+    if info.get("routing"):
         print_routing_profile(info["routing"])
+    elif profile_note:
+        out.print(profile_note, markup=False)
 
 
 @teacher_app.command("build")
