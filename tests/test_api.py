@@ -143,3 +143,16 @@ def test_rehashed_model_still_checked_by_contract(rt_bundle, tmp_path):
     rehash(copy, "student.onnx")
     with pytest.raises(IntegrityError, match="I/O contract"):
         h2l.Bundle.open(copy)
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf, 1e39])
+def test_project_refuses_non_finite_queries(tmp_path, small_teacher, bad):
+    """NaN/Inf in (or a float64 overflowing float32) is refused like Rust and Go do, not projected to NaN."""
+    h2l.export_bundle(small_teacher, tmp_path / "b")
+    b = h2l.Bundle.open(tmp_path / "b")
+    q = rand_queries(3, 32, seed=2).astype(np.float64)
+    assert np.isfinite(b.project(q)).all()  # the control: finite queries project
+    q[2, 5] = bad
+    with pytest.raises(InputError, match="query 2 contains NaN or Inf") as e:
+        b.project(q)
+    assert e.value.exit_code == 3

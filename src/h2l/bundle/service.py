@@ -92,7 +92,12 @@ class Bundle:
         if q.ndim != 2 or q.shape[0] == 0 or q.shape[1] != self.dim:
             raise InputError(f"queries have shape {q.shape}, expected (batch, {self.dim})",
                              f"pass a non-empty (batch, {self.dim}) array")
-        out = self._runners[name].run(np.ascontiguousarray(q, np.float32))[PROJECTED]
+        with np.errstate(over="ignore"):  # cast first: a float64 beyond float32's range becomes Inf, refused below
+            q = np.ascontiguousarray(q, np.float32)
+        bad = ~np.isfinite(q).all(axis=1)
+        if bad.any():  # the projection would be NaN; Rust and Go refuse with these words
+            raise InputError(f"query {int(np.argmax(bad))} contains NaN or Inf", "pass finite float32 queries")
+        out = self._runners[name].run(q)[PROJECTED]
         return np.ascontiguousarray(out, np.float32)
 
     def __repr__(self) -> str:
