@@ -10,11 +10,12 @@ import shutil
 
 import pytest
 
-from conftest import flip_byte
+from conftest import flip_byte, one_line_error
 from h2l.bundle.files import file_entries, read_verified, safe_path, sha256_file
 from h2l.bundle.layout import MANIFEST, json_bytes
 from h2l.bundle.reader import open_bundle
 from h2l.bundle.schema import validate_manifest
+from h2l.cli import app
 from h2l.errors import InputError, IntegrityError
 from h2l.export import export_onnx
 
@@ -60,7 +61,8 @@ def test_validate_manifest_lists_violations(bundle):
         validate_manifest([doc])
 
 
-@pytest.mark.parametrize("rel", ["/etc/passwd", "../x", "a/../../x", "a//b", "./a", "a\\b", ""])
+@pytest.mark.parametrize("rel", ["/etc/passwd", "../x", "a/../../x", "a//b", "./a", "a\\b", "", "a\0b",
+                                 "golden/inputs.npy\0"])
 def test_safe_path_refuses_escapes(bundle, rel):
     with pytest.raises(IntegrityError, match="not a plain relative path"):
         safe_path(bundle, rel)
@@ -105,7 +107,7 @@ def test_read_verified_returns_the_listed_bytes(bundle):
     with pytest.raises(IntegrityError, match="does not list its sha256"):
         b.read_verified("not/listed.onnx")
     (bundle / "teacher.onnx").unlink()
-    with pytest.raises(IntegrityError, match="missing or unreadable"):
+    with pytest.raises(IntegrityError, match="bundle file teacher.onnx is missing"):
         b.read_verified("teacher.onnx")
 
 
@@ -115,3 +117,13 @@ def test_unlisted_reference_is_refused(bundle):
     (bundle / MANIFEST).write_text(json.dumps(doc))
     with pytest.raises(IntegrityError, match="refers to 'golden/inputs.npy' but does not list its sha256"):
         open_bundle(bundle)
+
+
+def test_a_nul_byte_in_a_manifest_path_is_an_integrity_error(bundle, runner):
+    """Exit 5 with the one-line error, not a ValueError (exit 1) from the OS call."""
+    doc = _doc(bundle)
+    doc["files"][0]["path"] += "\0"
+    (bundle / MANIFEST).write_text(json.dumps(doc))
+    with pytest.raises(IntegrityError, match="not a plain relative path"):
+        open_bundle(bundle)
+    one_line_error(runner.invoke(app, ["verify", str(bundle), "--provider", "cpu"]), 5, "not a plain relative path")

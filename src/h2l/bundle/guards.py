@@ -20,17 +20,15 @@ handed to onnxruntime, and refuses with an :class:`IntegrityError` (exit 5).
 
 from __future__ import annotations
 
-import errno
 import json
 import math
-import os
-import stat
 from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING
 
 from ..errors import IntegrityError
 from ..onnx_wire import split_model
+from .folder import Folder
 
 if TYPE_CHECKING:
     import onnx
@@ -47,25 +45,13 @@ _TYPED = ("float_data", "int32_data", "int64_data", "double_data", "uint64_data"
 
 
 def read_plain_file(path: Path, cap: int, what: str) -> bytes:
-    """Read a regular file, refusing symlinks, FIFOs and devices, and refusing before reading when over ``cap``."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
-    except OSError as exc:
-        if exc.errno == errno.ELOOP:
-            raise IntegrityError(f"{what} is a symlink", "bundles hold plain files only; " + _FIX) from None
-        if exc.errno == errno.ENOENT:
-            raise IntegrityError(f"{what} is missing", _FIX) from None
-        raise IntegrityError(f"{what} cannot be read ({exc.strerror})", _FIX) from None
-    with os.fdopen(fd, "rb") as fh:
-        st = os.fstat(fh.fileno())
-        if not stat.S_ISREG(st.st_mode):
-            raise IntegrityError(f"{what} is not a regular file", _FIX)
-        if st.st_size > cap:
-            raise IntegrityError(f"{what} is {st.st_size:,} bytes, over the {cap:,}-byte limit (refused unread)", _FIX)
-        data = fh.read(cap + 1)
-    if len(data) > cap:  # grew while we read it
-        raise IntegrityError(f"{what} is over the {cap:,}-byte limit (refused)", _FIX)
-    return data
+    """Read a regular file, refusing symlinks, FIFOs and devices, and refusing before reading when over ``cap``.
+
+    Opened relative to its folder (:class:`h2l.bundle.folder.Folder`); a bundle reader that holds the
+    bundle's folder open calls ``folder.read`` directly, so every file comes through one handle."""
+    path = Path(path)
+    with Folder(path.parent) as folder:
+        return folder.read(path.name, cap, what)
 
 
 def _pairs(pairs: list[tuple[str, object]]) -> dict:
@@ -211,7 +197,8 @@ def check_onnx(root: Path, rel: str, listed: dict[str, int], data: bytes | None 
     import onnx
 
     if data is None:
-        data = read_plain_file(root / rel, MAX_MODEL_BYTES, f"model file {rel}")
+        with Folder(root) as folder:
+            data = folder.read(rel, MAX_MODEL_BYTES, f"model file {rel}")
     # the large initializers are checked on their wire records and left out of the parse: parsing and the
     # checker would otherwise copy a 350 MB model three times over
     try:

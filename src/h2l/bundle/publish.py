@@ -10,7 +10,8 @@ from pathlib import Path
 
 from ..atomic import write_bytes_atomic
 from ..errors import IntegrityError
-from .guards import MAX_MANIFEST_BYTES, read_plain_file
+from .folder import Folder
+from .guards import MAX_MANIFEST_BYTES
 from .layout import MANIFEST, SIGNATURE
 from .reader import open_bundle
 from .signing import key_id, load_private_key, signature_bytes
@@ -20,9 +21,10 @@ def sign_bundle(root: str | Path, key: str | Path) -> str:
     """Check ``root`` (hashes included), then write its manifest.sig atomically; returns the key id."""
     private = load_private_key(key)
     root = Path(root)
-    data = read_plain_file(root / MANIFEST, MAX_MANIFEST_BYTES, MANIFEST)
+    folder = Folder(root)
+    data = folder.read(MANIFEST, MAX_MANIFEST_BYTES, MANIFEST)
     open_bundle(root)  # schema, paths, every hash and every model's guards
-    if read_plain_file(root / MANIFEST, MAX_MANIFEST_BYTES, MANIFEST) != data:
+    if folder.read(MANIFEST, MAX_MANIFEST_BYTES, MANIFEST) != data:
         raise IntegrityError(f"{root}/{MANIFEST} changed while it was being checked",
                              "publish the bundle once (h2l export), then sign it")
     write_bytes_atomic(root / SIGNATURE, signature_bytes(data, private))  # the bytes that were checked

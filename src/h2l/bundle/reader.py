@@ -6,14 +6,16 @@ file entries leave the folder, or whose bytes do not match their sha256.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import os
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import InputError, IntegrityError
-from .files import read_npy, read_verified, safe_path, sha256_file
-from .guards import MAX_MANIFEST_BYTES, check_model_size, check_onnx, parse_json, read_plain_file
+from .files import read_npy, read_verified, safe_path
+from .folder import Folder, sha256_stream
+from .guards import MAX_MANIFEST_BYTES, check_model_size, check_onnx, parse_json
 from .layout import MANIFEST
 from .schema import validate_manifest
 from .signing import check_signature
@@ -21,10 +23,14 @@ from .signing import check_signature
 
 @dataclass(frozen=True)
 class BundleReader:
-    """An opened, integrity-checked bundle folder: its manifest, and verified bytes of its listed files."""
+    """An opened, integrity-checked bundle folder: its manifest, and verified bytes of its listed files.
+
+    Every file is read through ``folder``, the one directory handle the manifest was read from: a bundle
+    republished (renamed over) while it is open is still read from the folder this reader opened."""
 
     root: Path
     manifest: dict
+    folder: Folder = field(repr=False, compare=False)
     key_id: str | None = None  # the pinned key that signed it, when opened with public_key
 
     def path(self, rel: str) -> Path:
@@ -42,7 +48,7 @@ class BundleReader:
         entry = next((e for e in self.manifest["files"] if e["path"] == rel), None)
         if entry is None:
             raise IntegrityError(f"manifest refers to {rel!r} but does not list its sha256", "re-export the bundle")
-        data = read_verified(self.root, entry)
+        data = read_verified(self.folder, entry)
         if rel in {m["file"] for m in self.models.values()}:
             check_onnx(self.root, rel, {e["path"]: e["bytes"] for e in self.manifest["files"]}, data)
         return data
@@ -69,31 +75,33 @@ def open_bundle(root: str | Path, *, check_hashes: bool = True, defer_models: bo
     root = Path(root)
     if not root.is_dir():
         raise InputError(f"bundle folder {root} does not exist", "pass the --out folder of `h2l export`")
+    folder = Folder(root)  # the one handle every file below is opened through
     mpath = root / MANIFEST
     if not mpath.exists() and not mpath.is_symlink():
         raise IntegrityError(f"{root} has no {MANIFEST} (incomplete or not a bundle)",
                              "re-run `h2l export`; a bundle is complete only once its manifest exists")
-    data = read_plain_file(mpath, MAX_MANIFEST_BYTES, MANIFEST)
+    data = folder.read(MANIFEST, MAX_MANIFEST_BYTES, MANIFEST)
     kid = None
     if public_key is not None:
-        kid = check_signature(root, data, public_key)
+        kid = check_signature(folder, data, public_key)
     doc = validate_manifest(parse_json(data, MANIFEST))
     deferred = {m["file"] for m in doc["models"].values()} if defer_models else set()
     listed = {}
     model_files = {m["file"] for m in doc["models"].values()}
     for entry in doc["files"]:
-        full = safe_path(root, entry["path"])
-        listed[entry["path"]] = entry
-        if not full.is_file():
-            raise IntegrityError(f"bundle file {entry['path']} is missing", "re-export the bundle")
-        if full.stat().st_size != entry["bytes"]:
-            raise IntegrityError(f"bundle file {entry['path']} has {full.stat().st_size} bytes, manifest says "
-                                 f"{entry['bytes']} (sha256 mismatch)", "re-export the bundle; do not edit its files")
-        if entry["path"] in model_files:
-            check_model_size(entry["path"], entry["bytes"])  # before hashing 2 GiB of it
-        if check_hashes and entry["path"] not in model_files and sha256_file(full) != entry["sha256"]:
-            raise IntegrityError(f"bundle file {entry['path']} fails its sha256 check (modified or corrupt)",
-                                 "re-export the bundle; do not edit its files")
+        rel = entry["path"]
+        safe_path(root, rel)  # names the rule a path breaks; the open below refuses what is swapped in after
+        listed[rel] = entry
+        with folder.open(rel, f"bundle file {rel}") as fh:  # regular, no symlink on the way, FIFOs refused
+            size = os.fstat(fh.fileno()).st_size
+            if size != entry["bytes"]:
+                raise IntegrityError(f"bundle file {rel} has {size} bytes, manifest says {entry['bytes']} "
+                                     "(sha256 mismatch)", "re-export the bundle; do not edit its files")
+            if rel in model_files:
+                check_model_size(rel, entry["bytes"])  # before hashing 2 GiB of it
+            elif check_hashes and sha256_stream(fh)[0] != entry["sha256"]:
+                raise IntegrityError(f"bundle file {rel} fails its sha256 check (modified or corrupt)",
+                                     "re-export the bundle; do not edit its files")
     referenced = [m["file"] for m in doc["models"].values()] + [doc["golden"]["inputs"]] + \
         [p for outs in doc["golden"]["outputs"].values() for p in outs.values()] + \
         [doc[k]["file"] for k in ("tokenizer", "answers") if k in doc] + \
@@ -101,8 +109,9 @@ def open_bundle(root: str | Path, *, check_hashes: bool = True, defer_models: bo
     for rel in referenced:
         if rel not in listed:
             raise IntegrityError(f"manifest refers to {rel!r} but does not list its sha256", "re-export the bundle")
-    bundle = BundleReader(root, doc, kid)
+    bundle = BundleReader(root, doc, folder, kid)
     if check_hashes:  # models: hashed and screened on one read (deferred: by the caller's read_verified)
         for rel in sorted(model_files - deferred):
             bundle.read_verified(rel)
     return bundle
+

@@ -28,7 +28,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 
 from ..atomic import check_output_file, write_bytes_atomic
 from ..errors import InputError, IntegrityError
-from .guards import MAX_MANIFEST_BYTES, MAX_SIGNATURE_BYTES, parse_json, read_plain_file
+from .folder import Folder
+from .guards import MAX_MANIFEST_BYTES, MAX_SIGNATURE_BYTES, parse_json
 from .layout import MANIFEST, SIGNATURE, json_bytes
 
 FORMAT, VERSION, ALGORITHM = "h2l-signature", 1, "ed25519"
@@ -119,12 +120,12 @@ def signature_bytes(manifest: bytes, private_key: Ed25519PrivateKey) -> bytes:
                        "key_id": key_id(private_key.public_key()), "signature": base64.b64encode(sig).decode()})
 
 
-def _parse_signature(root: Path) -> tuple[str, bytes]:
-    path = root / SIGNATURE
+def _parse_signature(folder: Folder) -> tuple[str, bytes]:
+    path = folder.root / SIGNATURE
     if not path.exists() and not path.is_symlink():
-        raise IntegrityError(f"{root} has no {SIGNATURE} (unsigned bundle), and a public key is pinned",
+        raise IntegrityError(f"{folder.root} has no {SIGNATURE} (unsigned bundle), and a public key is pinned",
                              _PUBLISH + "; with a key pinned, unsigned bundles are never loaded")
-    doc = parse_json(read_plain_file(path, MAX_SIGNATURE_BYTES, SIGNATURE), SIGNATURE)
+    doc = parse_json(folder.read(SIGNATURE, MAX_SIGNATURE_BYTES, SIGNATURE), SIGNATURE)
     fields = {"format": FORMAT, "version": VERSION, "algorithm": ALGORITHM}
     if not isinstance(doc, dict) or any(doc.get(k) != v or type(doc.get(k)) is not type(v)
                                         for k, v in fields.items()):
@@ -141,11 +142,14 @@ def _parse_signature(root: Path) -> tuple[str, bytes]:
     return kid, sig
 
 
-def check_signature(root: str | Path, manifest: bytes, public_key: PublicKeyLike) -> str:
-    """Refuse unless ``manifest`` (the bytes about to be parsed) is signed by ``public_key``; returns its key id."""
+def check_signature(root: str | Path | Folder, manifest: bytes, public_key: PublicKeyLike) -> str:
+    """Refuse unless ``manifest`` (the bytes about to be parsed) is signed by ``public_key``; returns its key id.
+
+    ``root``: the bundle's open :class:`Folder` (the one the manifest was read through), or its path."""
     pub = load_public_key(public_key)
-    root = Path(root)
-    kid, sig = _parse_signature(root)
+    folder = root if isinstance(root, Folder) else Folder(root)
+    root = folder.root
+    kid, sig = _parse_signature(folder)
     pinned = key_id(pub)
     if kid != pinned:
         raise IntegrityError(f"bundle is signed by another key (key id {kid[:16]}…, pinned {pinned[:16]}…)",
@@ -164,6 +168,6 @@ def verify(root: str | Path, public_key: PublicKeyLike) -> str:
     root = Path(root)
     if not root.is_dir():
         raise InputError(f"bundle folder {root} does not exist", "pass the --out folder of `h2l export`")
-    data = read_plain_file(root / MANIFEST, MAX_MANIFEST_BYTES, MANIFEST)
-    return check_signature(root, data, public_key)
+    folder = Folder(root)
+    return check_signature(folder, folder.read(MANIFEST, MAX_MANIFEST_BYTES, MANIFEST), public_key)
 
