@@ -16,6 +16,7 @@ Usage::
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
@@ -26,7 +27,6 @@ from pathlib import Path
 import onnx
 from onnx import external_data_helper, helper
 
-from h2l.bundle.files import sha256_file
 from h2l.bundle.signing import keygen, load_private_key, signature_bytes
 
 MB = 2**20
@@ -39,7 +39,13 @@ def keypair(folder: Path, name: str = "key") -> tuple[Path, Path]:
     return key, Path(f"{key}.pub")
 
 
-sha256 = sha256_file  # the bundle's own streaming hash
+def sha256(path: Path) -> str:
+    """sha256 of what ``path`` names, a symlink's target included (the bundle's own sha256_file refuses links)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(MB), b""):
+            h.update(chunk)
+    return h.hexdigest()
 
 
 def manifest(b: Path) -> dict:
