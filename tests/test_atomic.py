@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -282,3 +283,77 @@ def test_cli_export_after_a_sigkill_restores_then_replaces(tmp_path, runner, tea
     assert runner.invoke(app, ["verify", str(out), "--provider", "cpu"]).exit_code == 0
     assert runner.invoke(app, ["export", "--teacher", str(teacher_npz), "--out", str(out), "--force"]).exit_code == 0
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".b.")) == []
+
+
+# ------------------------------------------------------------------ two real exports racing for one --out
+
+_RACER = textwrap.dedent("""
+    import sys, time
+    from pathlib import Path
+    from h2l import atomic
+    ready, go, fallback = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3] == "1"
+    if fallback:                       # no renameat2: the flock around check + rename
+        atomic._RENAMEAT2 = None
+    real = atomic._fsync_tree
+    def at_barrier(root):              # the stage is complete; wait here until both racers are
+        real(root)
+        ready.touch()
+        end = time.monotonic() + 600
+        while not go.exists():
+            if time.monotonic() > end:
+                sys.exit(99)
+            time.sleep(0.001)
+    atomic._fsync_tree = at_barrier
+    sys.argv = ["h2l", *sys.argv[4:]]
+    from h2l.cli import main
+    main()
+""")
+
+
+@pytest.mark.parametrize("fallback", [False, True], ids=["renameat2", "flock"])
+def test_two_racing_exports_without_force_one_wins_the_other_exits_4(tmp_path, fallback):
+    """Both `h2l export` processes pass the existence check and stage a complete bundle, then publish at
+    the same instant: exactly one publishes, the other exits 4 with the one-line error and writes nothing."""
+    if not fallback and atomic._RENAMEAT2 is None:
+        pytest.skip("renameat2 is not available in this libc")
+    from h2l.bundle.reader import open_bundle
+    from h2l.importers.npz import save_npz
+    from h2l.model.synthetic import synthetic_teacher
+    from h2l.verify.checks import verify_bundle
+
+    work, out = tmp_path / "work", tmp_path / "pub" / "bundle"
+    work.mkdir()
+    out.parent.mkdir()
+    fingerprints = {}
+    for i in range(2):
+        t = synthetic_teacher(10 + i, 32, seed=40 + i)
+        save_npz(t, work / f"t{i}.npz")
+        fingerprints[i] = t.fingerprint()
+    go = work / "go"
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
+    procs = [subprocess.Popen([sys.executable, "-c", _RACER, str(work / f"ready{i}"), str(go), str(int(fallback)),
+                               "export", "--teacher", str(work / f"t{i}.npz"), "--out", str(out)],
+                              env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for i in range(2)]
+    try:
+        deadline = time.monotonic() + 600
+        while not all((work / f"ready{i}").exists() for i in range(2)):
+            assert time.monotonic() < deadline and all(p.poll() is None for p in procs), \
+                [p.communicate() for p in procs if p.poll() is not None]
+            time.sleep(0.01)
+        assert not out.exists()  # both staged past the check, neither has published
+        go.touch()
+        results = [(p.wait(timeout=600), *p.communicate()) for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+    codes = [r[0] for r in results]
+    assert sorted(codes) == [0, 4], results
+    winner, loser = codes.index(0), codes.index(4)
+    err = results[loser][2].strip()
+    assert err.startswith("error: output ") and "already exists" in err and "\n" not in err and ". fix: " in err, err
+    bundle = open_bundle(out)  # complete: every hash and model checks out
+    assert bundle.manifest["teacher"]["sha256"] == fingerprints[winner] != fingerprints[loser]
+    assert verify_bundle(out, provider="cpu").passed
+    assert _names(out.parent) == ["bundle"], "the loser left debris beside the bundle"

@@ -16,6 +16,11 @@ never deleted.  A live writer holds an ``flock`` on its stage, so a concurrent
 cleaner skips it.  On Linux the folder is published with
 ``renameat2(RENAME_EXCHANGE)``: one atomic swap, so the only-copy state cannot
 arise; elsewhere (or where the filesystem refuses it) two renames are used.
+
+Without --force a publish never replaces anything: the final rename is
+``renameat2(RENAME_NOREPLACE)`` (elsewhere: check and rename under an flock on
+the parent folder), so of two concurrent runs one publishes and the other
+fails with exit 4, whatever the earlier existence check said.
 """
 
 from __future__ import annotations
@@ -135,7 +140,10 @@ def staged_dir(out: Path, force: bool) -> Iterator[Path]:
     """Yield a hidden staging folder; on success it replaces ``out`` atomically.
 
     Only a completed ``with`` block publishes the folder.  On any exception
-    (including KeyboardInterrupt) the staging folder is removed.  With --force
+    (including KeyboardInterrupt) the staging folder is removed.  Without
+    ``force`` the final rename itself refuses an ``out`` that appeared since the
+    check (:func:`rename_new`), so two concurrent runs cannot replace each
+    other: one publishes, the other fails with OutputError (exit 4).  With --force
     on Linux the stage and the old folder are swapped in one
     ``renameat2(RENAME_EXCHANGE)`` and the old one, now at the stage's name, is
     deleted.  Elsewhere the old folder is renamed aside to ``.NAME.*.old`` first
@@ -155,6 +163,14 @@ def staged_dir(out: Path, force: bool) -> Iterator[Path]:
         os.chmod(stage, 0o777 & ~_UMASK)
         yield stage
         _fsync_tree(stage)
+        if not force:  # the check above was advisory: the name must still be free at the rename itself
+            try:
+                rename_new(stage, out)
+            except FileExistsError:
+                raise OutputError(f"output {out} already exists (another run published it while this one worked)",
+                                  "pass --force to replace it, or choose another --out") from None
+            fsync_dir(parent)
+            return
         if out.exists() and exchange(stage, out):
             fsync_dir(parent)
             shutil.rmtree(stage, ignore_errors=True)  # the old folder, swapped out
@@ -195,6 +211,7 @@ def _fsync_tree(root: Path) -> None:
 # ------------------------------------------------------------------ atomic exchange and debris
 
 _AT_FDCWD = -100
+_RENAME_NOREPLACE = 1
 _RENAME_EXCHANGE = 2
 
 
@@ -224,6 +241,40 @@ def exchange(a: Path, b: Path) -> bool:
     if err in (errno.ENOSYS, errno.EINVAL, errno.ENOTSUP, errno.EOPNOTSUPP):  # old kernel, or the fs refuses
         return False
     raise OSError(err, f"cannot swap {a} and {b}: {os.strerror(err)}")
+
+
+def _renameat2_noreplace(src: Path, dst: Path) -> bool:
+    """``renameat2(RENAME_NOREPLACE)``: True when renamed, False where unsupported; FileExistsError if ``dst``
+    exists."""
+    if _RENAMEAT2 is None:
+        return False
+    rc = _RENAMEAT2(_AT_FDCWD, os.fsencode(src), _AT_FDCWD, os.fsencode(dst), _RENAME_NOREPLACE)
+    if rc == 0:
+        return True
+    err = ctypes.get_errno()
+    if err == errno.EEXIST:
+        raise FileExistsError(err, os.strerror(err), str(dst))
+    if err in (errno.ENOSYS, errno.EINVAL, errno.ENOTSUP, errno.EOPNOTSUPP):  # old kernel, or the fs refuses
+        return False
+    raise OSError(err, f"cannot rename {src} to {dst}: {os.strerror(err)}")
+
+
+def rename_new(src: Path, dst: Path) -> None:
+    """Rename ``src`` to ``dst`` only if ``dst`` does not exist; FileExistsError otherwise, and ``src`` is kept.
+
+    Linux: one atomic ``renameat2(RENAME_NOREPLACE)``.  Elsewhere (or where the filesystem refuses it) the
+    check and the rename run under an flock on the parent folder, which every caller of this function takes;
+    Windows' rename refuses an existing name by itself."""
+    if _renameat2_noreplace(src, dst):
+        return
+    fd = _lock(Path(dst).absolute().parent)
+    try:
+        if os.path.lexists(dst):
+            raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST), str(dst))
+        os.rename(src, dst)
+    finally:
+        if fd is not None:
+            os.close(fd)
 
 
 def _lock(path: Path, blocking: bool = True) -> int | None:

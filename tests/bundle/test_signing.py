@@ -17,6 +17,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 
 from conftest import listing, one_line_error, rehash
+from h2l import atomic
 from h2l.bundle.reader import open_bundle
 from h2l.bundle.signing import key_id, load_private_key, load_public_key, signature_bytes
 from h2l.cli import app
@@ -248,12 +249,15 @@ def test_export_publishes_the_folder_already_signed(tmp_path, small_teacher, key
     seen = []
     real_replace = os.replace
 
-    def spy(src, dst):
+    real_rename_new = atomic.rename_new
+
+    def spy(src, dst, real=real_replace):
         if os.fspath(dst) == os.fspath(out):
             seen.append(sorted(os.listdir(src)))
-        return real_replace(src, dst)
+        return real(src, dst)
 
     monkeypatch.setattr(os, "replace", spy)
+    monkeypatch.setattr(atomic, "rename_new", lambda src, dst: spy(src, dst, real_rename_new))  # no --force
     export_onnx(small_teacher, out, sign_key=keys[0][0])
     assert len(seen) == 1 and "manifest.sig" in seen[0] and "manifest.json" in seen[0]
     assert open_bundle(out, public_key=keys[0][1]).key_id
