@@ -69,11 +69,8 @@ def fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
-def write_bytes_atomic(path: Path, data: bytes, mode: int | None = None) -> None:
-    """Write ``data`` to ``path`` through a sibling temp file, a rename and an fsync of the folder.
-
-    ``mode`` (e.g. 0o600 for a private key) is set before the first byte is written."""
-    path = Path(path)
+def _stage_file(path: Path, data: bytes, mode: int | None) -> tuple[Path, int]:
+    """``data`` in a flock'ed, fsynced sibling temp file of ``path``: (temp path, the lock's fd)."""
     parent = path.parent if str(path.parent) else Path(".")
     if not parent.is_dir():
         raise OutputError(f"output folder {parent} does not exist", "create it first or choose another path")
@@ -91,13 +88,91 @@ def write_bytes_atomic(path: Path, data: bytes, mode: int | None = None) -> None
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
-        os.replace(tmp, path)
-        fsync_dir(parent)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
+        os.close(lock)
+        raise
+    return Path(tmp), lock
+
+
+def write_bytes_atomic(path: Path, data: bytes, mode: int | None = None) -> None:
+    """Write ``data`` to ``path`` through a sibling temp file, a rename and an fsync of the folder.
+
+    ``mode`` (e.g. 0o600 for a private key) is set before the first byte is written."""
+    path = Path(path)
+    tmp, lock = _stage_file(path, data, mode)
+    try:
+        os.replace(tmp, path)
+        fsync_dir(tmp.parent)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
         raise
     finally:
         os.close(lock)
+
+
+def write_files_atomic(files: list[tuple[Path, bytes, int | None]], force: bool) -> None:
+    """Write several files as one step (a key pair): all to temp names first, then each renamed into place.
+
+    A failure while writing leaves every old file untouched.  A failed rename puts back what the renames
+    before it replaced (each old file is hard-linked aside first), so the old set stays whole.  A SIGKILL
+    between two renames leaves the first files new and the rest old, never a set with a file missing.
+    Without ``force`` every rename refuses an existing name (:func:`rename_new`).  ``(path, data, mode)``
+    are renamed in the order given.
+    """
+    staged: list[tuple[Path, int, Path]] = []  # (temp file, its lock, final name)
+    asides: list[tuple[Path, int | None]] = []  # old files hard-linked aside, and their locks
+    done: list[tuple[Path, Path | None]] = []  # (published name, its old file aside or None)
+    try:
+        for path, data, mode in files:
+            staged.append((*_stage_file(Path(path), data, mode), Path(path)))
+        for tmp, _, path in staged:
+            aside = _link_aside(path) if force else None
+            if aside is not None:
+                asides.append(aside)
+            if force:
+                os.replace(tmp, path)
+            else:
+                rename_new(tmp, path)
+            done.append((path, None if aside is None else aside[0]))
+        for parent in dict.fromkeys(tmp.parent for tmp, _, _ in staged):
+            fsync_dir(parent)
+    except BaseException as exc:
+        for path, old in reversed(done):  # undo: the old files back, the new ones gone
+            if old is not None:
+                os.replace(old, path)
+            else:
+                path.unlink(missing_ok=True)
+        if isinstance(exc, FileExistsError):
+            raise OutputError(f"output {exc.filename} already exists", "pass --force to replace it") from None
+        if isinstance(exc, OSError):
+            names = " and ".join(str(p) for p, _, _ in files)
+            raise OutputError(f"cannot write {names} ({exc.strerror}); none of them was replaced",
+                              "free some space or choose another path") from None
+        raise
+    finally:
+        for tmp, lock, _ in staged:
+            tmp.unlink(missing_ok=True)
+            os.close(lock)
+        for link, link_lock in asides:
+            link.unlink(missing_ok=True)
+            if link_lock is not None:
+                os.close(link_lock)
+
+
+def _link_aside(path: Path) -> tuple[Path, int | None] | None:
+    """A hard link to the current ``path`` at a flock'ed ``.NAME.*.partial`` name: (link, lock), or None."""
+    if not os.path.lexists(path):
+        return None
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
+    os.close(fd)
+    aside = Path(tmp)
+    aside.unlink()  # link() wants a free name; mkstemp picked one that matches the debris pattern
+    try:
+        os.link(path, aside)
+    except OSError:  # no hard links on this filesystem: a copy keeps the bytes and the mode
+        shutil.copy2(path, aside)
+    return aside, _lock(aside)
 
 
 def write_file(root: Path, rel: str, data: bytes) -> None:

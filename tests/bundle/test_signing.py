@@ -79,6 +79,64 @@ def test_keygen_refuses_to_overwrite_without_force(tmp_path, runner):
     assert stat.S_IMODE((tmp_path / "k").stat().st_mode) == 0o600
 
 
+def _pair_matches(k) -> bool:
+    return key_id(load_private_key(k).public_key()) == key_id(load_public_key(f"{k}.pub"))
+
+
+def test_keygen_force_failing_at_the_second_rename_keeps_the_old_pair(tmp_path, runner, monkeypatch):
+    """Issue 20, item 11: the new pair is written to temp names first; a rename that fails puts the old
+    private key back, so a failed --force never leaves no key (it used to delete the new one, the old
+    one already overwritten)."""
+    k = tmp_path / "k"
+    assert runner.invoke(app, ["keygen", "--out", str(k)]).exit_code == 0
+    before = k.read_bytes(), (tmp_path / "k.pub").read_bytes()
+    real = os.replace
+
+    def replace(src, dst, *a, **kw):
+        if str(dst) == f"{k}.pub":
+            raise OSError(28, "No space left on device (injected)")
+        return real(src, dst, *a, **kw)
+    monkeypatch.setattr(os, "replace", replace)
+    one_line_error(runner.invoke(app, ["keygen", "--out", str(k), "--force"]), 4, "No space left",
+                   "none of them was replaced")
+    assert (k.read_bytes(), (tmp_path / "k.pub").read_bytes()) == before
+    assert _pair_matches(k) and stat.S_IMODE(k.stat().st_mode) == 0o600
+    assert sorted(os.listdir(tmp_path)) == ["k", "k.pub"]  # no temp or aside files left
+
+
+_KILLED_KEYGEN = """
+import os, signal, sys
+from h2l.bundle.signing import keygen
+real = os.replace
+def replace(src, dst, *a, **kw):
+    if str(dst) == sys.argv[1] + ".pub":
+        os.kill(os.getpid(), signal.SIGKILL)
+    return real(src, dst, *a, **kw)
+os.replace = replace
+keygen(sys.argv[1], force=True)
+"""
+
+
+def test_keygen_force_killed_between_the_renames_leaves_a_private_key(tmp_path, runner):
+    """SIGKILL between the two renames: the new private key is in place (the old KEY.pub beside it), and
+    the next keygen cleans what the killed one left."""
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    k = tmp_path / "k"
+    assert runner.invoke(app, ["keygen", "--out", str(k)]).exit_code == 0
+    old_private = k.read_bytes()
+    p = subprocess.run([sys.executable, "-c", _KILLED_KEYGEN, str(k)], capture_output=True, timeout=120,
+                       env={**os.environ, "PYTHONPATH": str(REPO / "src")})
+    assert p.returncode == -9, p.stderr.decode()
+    assert k.read_bytes() != old_private and load_private_key(k) and stat.S_IMODE(k.stat().st_mode) == 0o600
+    assert load_public_key(f"{k}.pub")
+    assert runner.invoke(app, ["keygen", "--out", str(k), "--force"]).exit_code == 0
+    assert _pair_matches(k) and sorted(os.listdir(tmp_path)) == ["k", "k.pub"]
+
+
 @pytest.mark.parametrize("which, needle", [("pub_as_private", "is a public key"), ("garbage", "not a PEM private key"),
                                            ("missing", "cannot be read")])
 def test_bad_signing_key_is_refused_before_anything_is_written(tmp_path, runner, teacher_npz, keys, which, needle):

@@ -26,7 +26,7 @@ from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from ..atomic import check_output_file, write_bytes_atomic
+from ..atomic import check_output_file, write_files_atomic
 from ..errors import InputError, IntegrityError
 from .folder import Folder
 from .guards import MAX_MANIFEST_BYTES, MAX_SIGNATURE_BYTES, parse_json
@@ -49,7 +49,10 @@ def public_path(key: str | Path) -> Path:
 
 
 def keygen(out: str | Path, force: bool = False) -> str:
-    """Write a new key pair: ``out`` (PKCS8 PEM, 0600 from its first byte) and ``out.pub``; returns the key id."""
+    """Write a new key pair: ``out`` (PKCS8 PEM, 0600 from its first byte) and ``out.pub``; returns the key id.
+
+    With ``force`` an existing pair is replaced as one step: both new files are written to temporary names
+    first, then renamed over the old ones (atomic.write_files_atomic)."""
     out = Path(out)
     pub = public_path(out)
     for p in (out, pub):
@@ -57,13 +60,11 @@ def keygen(out: str | Path, force: bool = False) -> str:
     private = Ed25519PrivateKey.generate()
     pem = private.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                 serialization.NoEncryption())
-    write_bytes_atomic(out, pem, mode=0o600)
-    try:
-        write_bytes_atomic(pub, private.public_key().public_bytes(serialization.Encoding.PEM,
-                                                                  serialization.PublicFormat.SubjectPublicKeyInfo))
-    except BaseException:
-        out.unlink(missing_ok=True)  # no private key without its public half
-        raise
+    pub_pem = private.public_key().public_bytes(serialization.Encoding.PEM,
+                                                serialization.PublicFormat.SubjectPublicKeyInfo)
+    # both written to temp names, then renamed: a failure puts the old pair back, a kill between the two
+    # renames leaves the new private key (whose public half it holds) beside the old KEY.pub, never no key
+    write_files_atomic([(out, pem, 0o600), (pub, pub_pem, None)], force=force)
     return key_id(private.public_key())
 
 
