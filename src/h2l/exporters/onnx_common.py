@@ -79,11 +79,31 @@ def check_serialized(data: bytes) -> None:
                                       check_type=True, strict_mode=True)
 
 
+#: ONNX element type → the dtype a manifest names (numpy's spelling; runtime.sessions maps onnxruntime's the same).
+ONNX_DTYPES: dict[int, str] = {
+    TensorProto.FLOAT: "float32", TensorProto.DOUBLE: "float64", TensorProto.FLOAT16: "float16",
+    TensorProto.BFLOAT16: "bfloat16", TensorProto.INT8: "int8", TensorProto.UINT8: "uint8",
+    TensorProto.INT16: "int16", TensorProto.UINT16: "uint16", TensorProto.INT32: "int32",
+    TensorProto.UINT32: "uint32", TensorProto.INT64: "int64", TensorProto.UINT64: "uint64",
+    TensorProto.BOOL: "bool", TensorProto.STRING: "string",
+}
+
+
 def contract(model: onnx.ModelProto) -> dict:
-    """The I/O contract the manifest records: name, dtype and shape (dim names for dynamic axes) per tensor."""
+    """The I/O contract the manifest records: name, dtype and shape (dim names for dynamic axes) per tensor.
+
+    Every dtype is named for what it is; an input or output that is not a tensor of a known element type
+    is refused (OutputError), never written down as something else."""
     def one(vi) -> dict:
+        kind = vi.type.WhichOneof("value")
+        elem = vi.type.tensor_type.elem_type if kind == "tensor_type" else None
+        dtype = ONNX_DTYPES.get(elem) if elem is not None else None
+        if dtype is None:
+            what = f"element type {TensorProto.DataType.Name(elem)}" if elem is not None and \
+                elem in TensorProto.DataType.values() else f"type {kind or 'undefined'}"
+            raise OutputError(f"model I/O {vi.name!r} has ONNX {what}, which a bundle manifest cannot describe",
+                              "bundles carry tensors of " + ", ".join(sorted(set(ONNX_DTYPES.values()))))
         dims = [d.dim_param if d.dim_param else d.dim_value for d in vi.type.tensor_type.shape.dim]
-        dtype = "int64" if vi.type.tensor_type.elem_type == onnx.TensorProto.INT64 else "float32"
         return {"name": vi.name, "dtype": dtype, "shape": dims}
     return {"inputs": [one(v) for v in model.graph.input], "outputs": [one(v) for v in model.graph.output]}
 

@@ -107,23 +107,24 @@ def make_unfolded_student_model(model: ProjectionTransformer, metadata: dict[str
 
 
 def scrub(proto: onnx.ModelProto) -> None:
-    """Remove run-specific text (stack traces, paths) from a model in place."""
+    """Remove run-specific text (stack traces, paths) from a model in place: the doc strings and metadata of
+    the model, every graph (the subgraphs of If/Loop/Scan attributes too, at any depth), node, attribute,
+    tensor and value info, and of every local function."""
     proto.doc_string = ""
     del proto.metadata_props[:]
-    graphs = [proto.graph]  # a FunctionProto holds nodes, not graphs: scrubbed below
-    for g in graphs:
-        g.doc_string = ""
-        for node in g.node:
-            node.doc_string = ""
-            del node.metadata_props[:]
-        for vi in list(g.value_info) + list(g.input) + list(g.output):
-            vi.doc_string = ""
-            del vi.metadata_props[:]
-        for init in g.initializer:
-            init.doc_string = ""
-            del init.metadata_props[:]
-    for f in proto.functions:
-        f.doc_string = ""
-        for node in f.node:
-            node.doc_string = ""
-            del node.metadata_props[:]
+    todo: list = [proto.graph, *proto.functions]
+    while todo:
+        msg = todo.pop()
+        msg.doc_string = ""
+        if hasattr(msg, "metadata_props"):  # onnx >= 1.16: graphs, nodes, functions, value infos, tensors
+            del msg.metadata_props[:]
+        if isinstance(msg, onnx.GraphProto):
+            todo += [*msg.node, *msg.value_info, *msg.input, *msg.output, *msg.initializer,
+                     *(t for s in msg.sparse_initializer for t in (s.values, s.indices))]
+        elif isinstance(msg, onnx.FunctionProto):
+            todo += [*msg.node, *msg.attribute_proto, *getattr(msg, "value_info", ())]
+        elif isinstance(msg, onnx.NodeProto):
+            todo += list(msg.attribute)
+        elif isinstance(msg, onnx.AttributeProto):
+            todo += ([msg.g] if msg.HasField("g") else []) + list(msg.graphs) \
+                + ([msg.t] if msg.HasField("t") else []) + list(msg.tensors)

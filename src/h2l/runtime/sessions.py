@@ -19,7 +19,12 @@ from ..onnx_wire import WireError, split_model
 
 CPU = "CPUExecutionProvider"
 CUDA = "CUDAExecutionProvider"
-_ORT_DTYPES = {"tensor(float)": "float32", "tensor(double)": "float64", "tensor(int64)": "int64"}
+#: onnxruntime's type strings → the dtype names manifests use (exporters.onnx_common.ONNX_DTYPES, numpy's spelling)
+_ORT_DTYPES = {"tensor(float)": "float32", "tensor(double)": "float64", "tensor(float16)": "float16",
+               "tensor(bfloat16)": "bfloat16", "tensor(int8)": "int8", "tensor(uint8)": "uint8",
+               "tensor(int16)": "int16", "tensor(uint16)": "uint16", "tensor(int32)": "int32",
+               "tensor(uint32)": "uint32", "tensor(int64)": "int64", "tensor(uint64)": "uint64",
+               "tensor(bool)": "bool", "tensor(string)": "string"}
 
 
 @dataclass(frozen=True)
