@@ -33,7 +33,7 @@ def main() -> None:
     rows = []
     py = bench_bundle(bundle, checkpoint=None, providers={"cpu"}, batches=[1, 32], threads=1, quick=False)
     for r in py["results"]:
-        if r["variant"] in ("ort", "ort_bundle"):
+        if r["provider"] == "cpu" and r["model"] in ("teacher", "student") and r["variant"].startswith("ort"):
             rows.append({"runtime": "python", "model": r["model"], "batch": r["batch"], "p50_us": r["p50_us"],
                          "per_query_us": r["per_query_p50_us"]})
     cmds = {"rust": (["cargo", "run", "--release", "-q", "--bin", "h2l-rs", "--", str(bundle), "--bench",

@@ -1,8 +1,9 @@
-"""What ``h2l bench`` times: the variants of a bundle, and the synthetic sweep over N.
+"""What ``h2l bench`` times: a bundle's shipped graphs, and the synthetic sweep over N.
 
-Variants: teacher numpy (vectorized) and onnxruntime; student torch eager and
-onnxruntime folded, unfolded and int8; CUDA variants (onnxruntime CUDA EP with
-I/O binding, torch CUDA) only where CUDA really runs.
+``h2l bench DIR`` times the bundle's own verified model bytes (teacher, student and routed teacher, on
+onnxruntime CPU and, where CUDA really runs, the CUDA EP with I/O binding and CUDA graphs), the numpy
+teacher, and torch eager when given the student checkpoint.  ``--sweep`` builds its graphs: teacher numpy
+and onnxruntime; student torch eager and onnxruntime folded, unfolded and int8.
 """
 
 from __future__ import annotations
@@ -136,75 +137,95 @@ def run_variants(fns: dict, dim: int, batches: list[int], quick: bool, seed: int
     return res
 
 
-def _fidelity_of_variants(teacher: Teacher, model: ProjectionTransformer, threads: int) -> dict:
-    """Student-vs-teacher fidelity of each shippable graph on seeded near-centroid queries."""
+def shipped_variant(name: str, meta: dict) -> str:
+    """A bundle model's variant name, from what its manifest says it is (the names --sweep uses)."""
+    if name == "routed":
+        return f"ort_{meta.get('router', 'screen')}"
+    if name == "student":
+        return "ort_int8" if meta.get("quantization") == "int8" else \
+            ("ort_folded" if meta.get("folded", True) else "ort_unfolded")
+    return "ort"
+
+
+def _shipped_fidelity(student: bytes, teacher: Teacher, threads: int) -> dict:
+    """The shipped student graph vs the teacher on seeded near-centroid queries."""
     q = sampled_queries(teacher.keys, teacher.temperature, 512, 0)
     ref, _ = teacher.project(q)
-    folded = make_folded_student_model(fold(model), {})
-    out = {}
-    for name, proto in (("ort_folded", folded), ("ort_int8", make_int8_student_model(folded)),
-                        ("ort_int8_with_output", make_int8_student_model(folded, include_output=True))):
-        data = serialize(proto, name)
-        got = make_runner(data, "cpu", threads=threads).run(q)["projected_embedding"]
-        out[name] = {**fidelity(got, ref, teacher.answers), "bytes": len(data)}
-    return out
+    got = make_runner(student, "cpu", threads=threads).run(q)["projected_embedding"]
+    return {**fidelity(got, ref, teacher.answers), "bytes": len(student)}
+
+
+def _checked_model(checkpoint: Path, t: dict, student_meta: dict | None) -> ProjectionTransformer:
+    from ..distill.checkpoint import load_checkpoint
+    from ..errors import InputError
+
+    ck = load_checkpoint(checkpoint)
+    if ck.teacher_sha256 != t["sha256"]:
+        raise InputError(f"--checkpoint {checkpoint} was distilled from another teacher (teacher sha256 "
+                         f"{ck.teacher_sha256[:12]}…, the bundle's is {t['sha256'][:12]}…)",
+                         "pass the checkpoint the bundle was exported from")
+    if student_meta is not None and ck.config.to_dict() != student_meta.get("architecture"):
+        raise InputError("--checkpoint does not match the bundle's student architecture",
+                         "pass the checkpoint the bundle was exported from")
+    try:
+        return ck.model()
+    except RuntimeError as exc:  # load_state_dict: weights that do not fit the checkpoint's own config
+        raise InputError(f"--checkpoint {checkpoint}: weights do not match its architecture "
+                         f"({str(exc).splitlines()[0][:160]})", "re-run `h2l distill`") from None
 
 
 def bench_bundle(root: Path, *, checkpoint: Path | None, providers: set[str], batches: list[int], threads: int,
                  quick: bool) -> dict:
-    """Time a bundle's teacher and (with ``checkpoint``) every student variant."""
-    from ..bundle.reader import open_bundle
-    from ..distill.checkpoint import load_checkpoint
-    from ..errors import InputError
-    from ..exporters.onnx_teacher import teacher_arrays
+    """Time what the bundle ships: every onnxruntime variant runs a model's verified bytes, never a re-export.
 
-    bundle = open_bundle(root, defer_models=True)  # models are hashed on the bytes that are loaded
-    keys, answers = teacher_arrays(bundle.read_verified(bundle.models["teacher"]["file"]))
-    t = bundle.manifest["teacher"]
-    cents = (keys * t["temperature"]).T
+    teacher numpy runs on the arrays read from the shipped teacher.onnx.  ``checkpoint`` (the student the
+    bundle was exported from) adds torch eager, the reference the export started from.  Graphs the bundle
+    does not ship (an unfolded or int8 form of its student) are what ``--sweep`` times; to time one here,
+    export it (``--no-fold``, ``--quantize int8``) and bench that bundle."""
+    from ..bundle.reader import open_bundle
+    from ..exporters.onnx_teacher import teacher_arrays
     from ..model.teacher import make_teacher
 
-    teacher = make_teacher(cents, answers, t["temperature"], t["cluster_ids"], name=bundle.manifest["name"])
-    model = None
-    if checkpoint is not None:
-        ck = load_checkpoint(checkpoint)
-        if ck.teacher_sha256 != t["sha256"]:
-            raise InputError(f"--checkpoint {checkpoint} was distilled from another teacher (teacher sha256 "
-                             f"{ck.teacher_sha256[:12]}…, the bundle's is {t['sha256'][:12]}…)",
-                             "pass the checkpoint the bundle was exported from")
-        if "student" in bundle.models and ck.config.to_dict() != bundle.models["student"].get("architecture"):
-            raise InputError("--checkpoint does not match the bundle's student architecture",
-                             "pass the checkpoint the bundle was exported from")
-        try:
-            model = ck.model()
-        except RuntimeError as exc:  # load_state_dict: weights that do not fit the checkpoint's own config
-            raise InputError(f"--checkpoint {checkpoint}: weights do not match its architecture "
-                             f"({str(exc).splitlines()[0][:160]})", "re-run `h2l distill`") from None
+    bundle = open_bundle(root, defer_models=True)  # models are hashed on the bytes that are loaded
+    shipped = {name: bundle.read_verified(meta["file"]) for name, meta in bundle.models.items()
+               if name in ("teacher", "student", "routed")}  # the encoder takes token ids, not queries
+    keys, answers = teacher_arrays(shipped["teacher"])
+    t = bundle.manifest["teacher"]
+    teacher = make_teacher((keys * t["temperature"]).T, answers, t["temperature"], t["cluster_ids"],
+                           name=bundle.manifest["name"])
+    model = None if checkpoint is None else _checked_model(checkpoint, t, bundle.models.get("student"))
+    cuda_ok = "cuda" in providers and cuda_status()[0]
     with pin_threads(threads):
-        fns = variants(teacher, model, threads=threads, providers=providers)
-        if "routed" in bundle.models and "cpu" in providers:
-            from .sweep_fidelity import routed_variant
+        fns: dict[tuple[str, str, str], Fn] = {("teacher", "numpy", "cpu"): lambda q: project_arrays(q, keys, answers)}
+        for name, data in shipped.items():
+            variant = shipped_variant(name, bundle.models[name])
+            if "cpu" in providers:
+                fns[(name, variant, "cpu")] = _ort(data, threads)
+            if cuda_ok:
+                from ..runtime.cuda_graph import graph_variant
 
-            fns[("routed", "ort_screen", "cpu")] = routed_variant(
-                bundle.read_verified(bundle.models["routed"]["file"]), threads)
-        if model is None and "student" in bundle.models:
-            fns[("student", "ort_bundle", "cpu")] = _ort(bundle.read_verified(bundle.models["student"]["file"]),
-                                                          threads)
+                fns[(name, f"{variant}_iobinding", "cuda")] = _ort_cuda_iobinding(data)
+                fns[(name, f"{variant}_cuda_graph", "cuda")] = graph_variant(data)
+        if model is not None and "torch" in providers:
+            fns[("student", "torch_eager", "cpu")] = _torch(model, "cpu")
+        if model is not None and "cuda" in providers and torch_cuda():
+            import copy
+
+            fns[("student", "torch_eager", "cuda")] = _torch(copy.deepcopy(model), "cuda")
         timings = run_variants(fns, teacher.dim, batches, quick)
         report = {"schema": BENCH_SCHEMA, "machine": machine_info(threads), "bundle": str(root),
                   "n_heads": teacher.n_heads, "dim": teacher.dim, "results": to_json(timings),
+                  "timed_files": {name: bundle.models[name]["file"] for name in shipped},  # verified bytes
                   "cuda": dict(zip(("usable", "reason"), cuda_status(), strict=True))}
         if not quick:
             report["floor"] = measure_floor(threads)
-        if "cuda" in providers and cuda_status()[0]:  # whether graph replay really happened, per model
+        if cuda_ok:  # whether graph replay really happened, per model
             from ..runtime.cuda_graph import replay_evidence
 
-            # projection models only: the encoder takes token ids, not a query embedding
-            report["cuda_graph"] = {name: replay_evidence(bundle.read_verified(meta["file"]))
-                                    for name, meta in bundle.models.items()
-                                    if name in ("teacher", "student", "routed")}
-        if model is not None and not quick:
-            report["fidelity"] = _fidelity_of_variants(teacher, model, threads)
+            report["cuda_graph"] = {name: replay_evidence(data) for name, data in shipped.items()}
+        if "student" in shipped and not quick:
+            report["fidelity"] = {shipped_variant("student", bundle.models["student"]):
+                                  _shipped_fidelity(shipped["student"], teacher, threads)}
     return report
 
 
