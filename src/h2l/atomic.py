@@ -13,14 +13,11 @@ below the old bundle swapped out) and, on the fallback path, ``.NAME.*.old``
 removes every ``.partial`` and every ``.old`` while NAME exists; an ``.old``
 with no NAME beside it is the only copy of the old bundle, so it is restored,
 never deleted.  A live writer holds an ``flock`` on its stage, so a concurrent
-cleaner skips it.  On Linux the folder is published with
-``renameat2(RENAME_EXCHANGE)``: one atomic swap, so the only-copy state cannot
-arise; elsewhere (or where the filesystem refuses it) two renames are used.
-
-Without --force a publish never replaces anything: the final rename is
+cleaner skips it.  With --force on Linux the folder is published with one
+``renameat2(RENAME_EXCHANGE)``, so the only-copy state cannot arise (elsewhere:
+two renames).  Without --force nothing is ever replaced: the final rename is
 ``renameat2(RENAME_NOREPLACE)`` (elsewhere: check and rename under an flock on
-the parent folder), so of two concurrent runs one publishes and the other
-fails with exit 4, whatever the earlier existence check said.
+the parent), so of two concurrent runs one publishes, the other exits 4.
 """
 
 from __future__ import annotations
@@ -112,29 +109,23 @@ def write_bytes_atomic(path: Path, data: bytes, mode: int | None = None) -> None
 
 
 def write_files_atomic(files: list[tuple[Path, bytes, int | None]], force: bool) -> None:
-    """Write several files as one step (a key pair): all to temp names first, then each renamed into place.
+    """Write several files as one step (a key pair): all to temp names first, then renamed in the order given.
 
-    A failure while writing leaves every old file untouched.  A failed rename puts back what the renames
-    before it replaced (each old file is hard-linked aside first), so the old set stays whole.  A SIGKILL
-    between two renames leaves the first files new and the rest old, never a set with a file missing.
-    Without ``force`` every rename refuses an existing name (:func:`rename_new`).  ``(path, data, mode)``
-    are renamed in the order given.
+    A failed write leaves every old file untouched; a failed rename puts back what the renames before it
+    replaced (hard-linked aside first).  A SIGKILL between two renames leaves the first files new and the
+    rest old, never one missing.  Without ``force`` every rename refuses an existing name (:func:`rename_new`).
     """
     staged: list[tuple[Path, int, Path]] = []  # (temp file, its lock, final name)
-    asides: list[tuple[Path, int | None]] = []  # old files hard-linked aside, and their locks
+    asides: list[Path] = []  # old files hard-linked aside
     done: list[tuple[Path, Path | None]] = []  # (published name, its old file aside or None)
     try:
         for path, data, mode in files:
             staged.append((*_stage_file(Path(path), data, mode), Path(path)))
         for tmp, _, path in staged:
             aside = _link_aside(path) if force else None
-            if aside is not None:
-                asides.append(aside)
-            if force:
-                os.replace(tmp, path)
-            else:
-                rename_new(tmp, path)
-            done.append((path, None if aside is None else aside[0]))
+            asides += [aside] if aside is not None else []
+            (os.replace if force else rename_new)(tmp, path)
+            done.append((path, aside))
         for parent in dict.fromkeys(tmp.parent for tmp, _, _ in staged):
             fsync_dir(parent)
     except BaseException as exc:
@@ -154,25 +145,22 @@ def write_files_atomic(files: list[tuple[Path, bytes, int | None]], force: bool)
         for tmp, lock, _ in staged:
             tmp.unlink(missing_ok=True)
             os.close(lock)
-        for link, link_lock in asides:
+        for link in asides:
             link.unlink(missing_ok=True)
-            if link_lock is not None:
-                os.close(link_lock)
 
 
-def _link_aside(path: Path) -> tuple[Path, int | None] | None:
-    """A hard link to the current ``path`` at a flock'ed ``.NAME.*.partial`` name: (link, lock), or None."""
+def _link_aside(path: Path) -> Path | None:
+    """A hard link to the current ``path`` at a ``.NAME.*.partial`` name (debris if killed), or None."""
     if not os.path.lexists(path):
         return None
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
     os.close(fd)
-    aside = Path(tmp)
-    aside.unlink()  # link() wants a free name; mkstemp picked one that matches the debris pattern
+    os.unlink(tmp)  # link() wants a free name; mkstemp picked one that matches the debris pattern
     try:
-        os.link(path, aside)
+        os.link(path, tmp)
     except OSError:  # no hard links on this filesystem: a copy keeps the bytes and the mode
-        shutil.copy2(path, aside)
-    return aside, _lock(aside)
+        shutil.copy2(path, tmp)
+    return Path(tmp)
 
 
 def write_file(root: Path, rel: str, data: bytes) -> None:
@@ -305,42 +293,31 @@ def _renameat2():
 _RENAMEAT2 = _renameat2()
 
 
-def exchange(a: Path, b: Path) -> bool:
-    """Swap two existing paths atomically (Linux ``renameat2(RENAME_EXCHANGE)``); False where unsupported."""
+def _rename2(a: Path, b: Path, flags: int) -> bool:
+    """Linux ``renameat2(a, b, flags)``: True when done, False where unsupported; EEXIST is FileExistsError."""
     if _RENAMEAT2 is None:
         return False
-    rc = _RENAMEAT2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE)
-    if rc == 0:
-        return True
-    err = ctypes.get_errno()
-    if err in (errno.ENOSYS, errno.EINVAL, errno.ENOTSUP, errno.EOPNOTSUPP):  # old kernel, or the fs refuses
-        return False
-    raise OSError(err, f"cannot swap {a} and {b}: {os.strerror(err)}")
-
-
-def _renameat2_noreplace(src: Path, dst: Path) -> bool:
-    """``renameat2(RENAME_NOREPLACE)``: True when renamed, False where unsupported; FileExistsError if ``dst``
-    exists."""
-    if _RENAMEAT2 is None:
-        return False
-    rc = _RENAMEAT2(_AT_FDCWD, os.fsencode(src), _AT_FDCWD, os.fsencode(dst), _RENAME_NOREPLACE)
-    if rc == 0:
+    if _RENAMEAT2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), flags) == 0:
         return True
     err = ctypes.get_errno()
     if err == errno.EEXIST:
-        raise FileExistsError(err, os.strerror(err), str(dst))
+        raise FileExistsError(err, os.strerror(err), str(b))
     if err in (errno.ENOSYS, errno.EINVAL, errno.ENOTSUP, errno.EOPNOTSUPP):  # old kernel, or the fs refuses
         return False
-    raise OSError(err, f"cannot rename {src} to {dst}: {os.strerror(err)}")
+    raise OSError(err, f"cannot rename {a} to {b}: {os.strerror(err)}")
+
+
+def exchange(a: Path, b: Path) -> bool:
+    """Swap two existing paths atomically (Linux ``renameat2(RENAME_EXCHANGE)``); False where unsupported."""
+    return _rename2(a, b, _RENAME_EXCHANGE)
 
 
 def rename_new(src: Path, dst: Path) -> None:
-    """Rename ``src`` to ``dst`` only if ``dst`` does not exist; FileExistsError otherwise, and ``src`` is kept.
+    """Rename ``src`` to ``dst`` only if ``dst`` does not exist, else FileExistsError (``src`` is kept).
 
-    Linux: one atomic ``renameat2(RENAME_NOREPLACE)``.  Elsewhere (or where the filesystem refuses it) the
-    check and the rename run under an flock on the parent folder, which every caller of this function takes;
-    Windows' rename refuses an existing name by itself."""
-    if _renameat2_noreplace(src, dst):
+    Linux: one atomic ``renameat2(RENAME_NOREPLACE)``; elsewhere check and rename under an flock on the
+    parent folder, which every caller takes (Windows' rename refuses an existing name by itself)."""
+    if _rename2(src, dst, _RENAME_NOREPLACE):
         return
     fd = _lock(Path(dst).absolute().parent)
     try:
