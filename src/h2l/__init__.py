@@ -3,7 +3,7 @@
 The public API (documented in the README, "Python API"), loaded on first use so
 that ``import h2l`` stays light (no torch, no onnxruntime):
 
-    h2l.Teacher, h2l.Bundle (``Bundle.open(path)``, ``.dim``, ``.project(q, model=...)``),
+    h2l.Teacher, h2l.Bundle (``Bundle(path)``, ``.dim``, ``.project(q)``, ``.embed(texts)``, ``.ask(texts)``),
     h2l.load_teacher, h2l.save_teacher, h2l.distill_teacher, h2l.export_bundle, h2l.verify_bundle
 """
 

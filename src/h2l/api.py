@@ -4,8 +4,9 @@
     result  = h2l.distill_teacher(teacher, "s.pt", steps=2000)
     h2l.export_bundle(teacher, "bundle", student="s.pt")
     report  = h2l.verify_bundle("bundle")              # raises on a failed check
-    bundle  = h2l.Bundle.open("bundle")                # schema, sha256, I/O contract, like Rust and Go
+    bundle  = h2l.Bundle("bundle")                     # schema, sha256, I/O contract, like Rust and Go
     vecs    = bundle.project(queries)                  # float32 [batch, d]; student if shipped, else teacher
+    rows    = bundle.ask(["How do I fix a flat?"], top_k=3)   # text bundles: what `h2l ask` prints, top 3
 
 Names never shadow a subpackage (``h2l.distill`` is the subpackage, ``h2l.distill_teacher`` the function).
 Heavy imports (torch, onnxruntime) happen inside the functions that need them.
@@ -18,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from .bundle.service import Bundle
+from .bundle.signing import PublicKeyLike
 from .model.teacher import Teacher
 
 __all__ = ["Teacher", "Bundle", "load_teacher", "save_teacher", "distill_teacher", "export_bundle",
@@ -61,17 +63,23 @@ def save_teacher(teacher: Teacher, path: str | Path) -> None:
 def distill_teacher(teacher: Teacher, out: str | Path, *, arch: str | None = None, heads: int | None = None,
                     layers: int | None = None, ff_dim: int | None = None, slots: int | None = None,
                     steps: int | None = None, batch_size: int = 1024, seed: int = 0, device: str = "cpu",
-                    queries: np.ndarray | None = None, resume: bool = False, quiet: bool = True, **train):
+                    queries: np.ndarray | None = None, resume: bool = False, force: bool = False,
+                    quiet: bool = True, **train):
     """Distil ``teacher`` into a student checkpoint at ``out``; returns the DistillResult (checkpoint, report).
 
     Architecture and steps left as None come from N, exactly as ``h2l distill`` picks them (``h2l arch N``).
+    An existing ``out`` is refused (OutputError, exit 4) unless ``force`` (replace it) or ``resume``
+    (continue it), as ``h2l distill`` does.
     Extra keyword arguments go to :class:`h2l.distill.train.TrainConfig` (lr, cosine_weight, precision, ...).
     """
+    from .atomic import check_output_file
     from .distill.train import TrainConfig, distill
     from .model.student import choose_student
 
     student, steps = choose_student(teacher.n_heads, teacher.dim, arch=arch, heads=heads, layers=layers,
                                     ff_dim=ff_dim, slots=slots, steps=steps)
+    if not resume:
+        check_output_file(Path(out), force)
     cfg = TrainConfig(steps=steps, batch_size=batch_size, seed=seed, **train)
     return distill(teacher, out, student=student, config=cfg, queries=queries, device=device, resume=resume,
                    quiet=quiet)
@@ -92,12 +100,14 @@ def export_bundle(teacher: Teacher, out: str | Path, *, student: str | Path | No
                        with_encoder=with_encoder, sign_key=sign_key)
 
 
-def verify_bundle(path: str | Path, *, provider: str = "cpu", min_cosine: float = 0.98,
-                  queries: np.ndarray | None = None, labels: np.ndarray | None = None, public_key=None,
-                  check: bool = True):
+def verify_bundle(path: str | Path, *, provider: str = "auto", min_cosine: float = 0.98,
+                  queries: np.ndarray | None = None, labels: np.ndarray | None = None,
+                  public_key: PublicKeyLike | None = None, check: bool = True):
     """Run every check of ``h2l verify``; returns the VerifyReport, and with ``check`` raises on any failure.
 
-    ``public_key`` (KEY.pub path or bytes) refuses, before anything else, a bundle that key did not sign."""
+    ``provider``: "auto" (as ``h2l verify``: CPU, plus CUDA where it really runs), "cpu", "cuda" or "all".
+    ``public_key`` (KEY.pub path, its bytes or an Ed25519PublicKey) refuses, before anything else, a bundle
+    that key did not sign."""
     from .verify.checks import verify_bundle as run_checks
     from .verify.report import raise_for_failures
 

@@ -18,7 +18,7 @@ from .folder import Folder, sha256_stream
 from .guards import MAX_MANIFEST_BYTES, check_model_size, check_onnx, parse_json
 from .layout import MANIFEST
 from .schema import validate_manifest
-from .signing import check_signature
+from .signing import PublicKeyLike, check_signature
 
 
 @dataclass(frozen=True)
@@ -63,12 +63,12 @@ class BundleReader:
 
 
 def open_bundle(root: str | Path, *, check_hashes: bool = True, defer_models: bool = False,
-                public_key=None) -> BundleReader:
+                public_key: PublicKeyLike | None = None) -> BundleReader:
     """Open ``root``: read and validate the manifest, check every listed file's size and sha256.
 
     ``defer_models``: the model files' hashes are left to :meth:`Bundle.read_verified`, which the caller
     must use to load them (hashed once, on the bytes it loads).
-    ``public_key`` (a KEY.pub path, its PEM bytes or a key): the manifest must carry a valid signature by
+    ``public_key`` (a KEY.pub path, its PEM bytes or an Ed25519PublicKey): the manifest must carry a valid signature by
     that key (h2l.bundle.signing), checked on the exact bytes parsed; there is no unsigned fallback.
     With ``check_hashes`` every model is also screened before any session sees it (bundle.guards).
     """
