@@ -1,4 +1,5 @@
-"""Errors as documented: usage errors exit 2 (before any work), bad checkpoints exit 3, and verify --junit."""
+"""Errors as documented: usage errors exit 2 (before any work), bad checkpoints exit 3, and verify --junit;
+every error is one ``error: <problem>. fix: <fix>`` line on stderr."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import xml.etree.ElementTree as ET
 import pytest
 import torch
 
-from conftest import REPO, listing
+from conftest import REPO, listing, one_line_error
 from h2l.cli import app
 from h2l.distill.checkpoint import StudentCheckpoint, save_checkpoint
 from h2l.export import export_onnx
@@ -45,13 +46,34 @@ def _ckpt(path, teacher, *, config: StudentConfig, weights_of: StudentConfig, sh
     (["export", "--format", "npy", "--teacher", "t.npz", "--out", "o", "--json"], "--json does not apply"),
     (["export", "--format", "npy", "--teacher", "t.npz", "--out", "o", "--quantize", "int8"],
      "--quantize does not apply"),
+    # click's own usage errors: the same one line, not typer's multi-line panel
+    (["distill", "t.npz", "--out", "s.pt", "--arch", "foo"], "'foo' is not one of 'lean', 'transformer', 'memory'"),
+    (["distill", "t.npz", "--out", "s.pt", "--precision", "fp8"], "'fp8' is not one of"),
+    (["distill", "t.npz", "--out", "s.pt", "--bogus"], "no such option: --bogus"),
+    (["distill", "t.npz"], "missing option '--out'"),
+    (["export", "--format", "xml", "--teacher", "t.npz", "--out", "o"], "'xml' is not one of 'onnx', 'npy'"),
+    (["verify", "b", "--provider", "tpu"], "'tpu' is not one of"),
+    (["teacher", "nosuch"], "no such command 'nosuch'"),
 ])
 def test_usage_errors_exit_2_before_any_work(runner, tmp_path, monkeypatch, args, message):
     monkeypatch.chdir(tmp_path)
     r = runner.invoke(app, args)
-    assert r.exit_code == 2, r.output
-    assert message in " ".join(r.output.split()), r.output
+    err = one_line_error(r, 2, message)
+    assert "fix: " in err and "╭" not in r.output and "Usage:" not in r.output
     assert listing(tmp_path) == []
+
+
+def test_a_click_error_names_the_commands_help(runner):
+    err = one_line_error(runner.invoke(app, ["distill", "t.npz", "--bogus"]), 2)
+    assert err.endswith("distill --help`"), err
+
+
+def test_arch_and_precision_choices_are_the_libraries_own():
+    from h2l.cli.app import Arch, Precision
+    from h2l.distill.train import PRECISIONS
+    from h2l.model.student import ARCHS
+
+    assert tuple(a.value for a in Arch) == ARCHS and tuple(p.value for p in Precision) == PRECISIONS
 
 
 def test_mix_validation_survives_python_O(tmp_path):
@@ -60,6 +82,7 @@ def test_mix_validation_survives_python_O(tmp_path):
     p = subprocess.run([sys.executable, "-O", "-m", "h2l", "distill", "t.npz", "--out", "s.pt", "--mix", "1,2"],
                        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
     assert p.returncode == 2 and "expected 3" in p.stderr, p.stderr
+    assert p.stderr.startswith("error: ") and p.stderr.count("\n") == 1 and ". fix: " in p.stderr, p.stderr
     assert listing(tmp_path) == []
 
 
@@ -71,8 +94,8 @@ def test_export_refuses_checkpoint_whose_weights_do_not_fit_its_config(runner, t
                weights_of=StudentConfig(32, 4, 1, 48))
     r = runner.invoke(app, ["export", "--teacher", str(teacher_npz), "--student", str(ck), "--out",
                             str(tmp_path / "b")])
-    assert r.exit_code == 3, r.output
-    assert "weights do not match its architecture" in r.stderr and "Traceback" not in r.output
+    one_line_error(r, 3, "weights do not match its architecture")
+    assert "Traceback" not in r.output
     assert not (tmp_path / "b").exists()
 
 
@@ -81,11 +104,11 @@ def test_bench_refuses_mismatched_checkpoints(runner, tmp_path, small_teacher):
     bad_weights = _ckpt(tmp_path / "w.pt", small_teacher, config=StudentConfig(32, 4, 2, 64),
                         weights_of=StudentConfig(32, 4, 1, 64))
     r = runner.invoke(app, ["bench", str(tmp_path / "b"), "--checkpoint", str(bad_weights), "--quick"])
-    assert r.exit_code == 3 and "weights do not match its architecture" in r.stderr, r.output
+    one_line_error(r, 3, "weights do not match its architecture")
     other = _ckpt(tmp_path / "o.pt", small_teacher, config=StudentConfig(32, 4, 1, 64),
                   weights_of=StudentConfig(32, 4, 1, 64), sha="0" * 64)
     r = runner.invoke(app, ["bench", str(tmp_path / "b"), "--checkpoint", str(other), "--quick"])
-    assert r.exit_code == 3 and "distilled from another teacher" in r.stderr, r.output
+    one_line_error(r, 3, "distilled from another teacher")
 
 
 # ------------------------------------------------------------------ verify --junit
@@ -113,7 +136,7 @@ def test_verify_junit_lists_every_check(runner, tmp_path, small_teacher):
 def test_verify_junit_records_a_failed_gate_as_failure(runner, tmp_path, rt_bundle):
     r = runner.invoke(app, ["verify", str(rt_bundle), "--provider", "cpu", "--min-cosine", "0.999999",
                             "--junit", str(tmp_path / "v.xml")])
-    assert r.exit_code == 6, r.output
+    one_line_error(r, 6, "parity")
     root, cases = _cases(tmp_path / "v.xml")
     failed = [c for c in cases if c.find("failure") is not None]
     assert failed and int(root.get("failures")) == len(failed)
@@ -125,4 +148,4 @@ def test_verify_junit_to_a_missing_folder_is_an_output_error(runner, tmp_path, s
     export_onnx(small_teacher, tmp_path / "b")
     r = runner.invoke(app, ["verify", str(tmp_path / "b"), "--provider", "cpu", "--junit",
                             str(tmp_path / "nope" / "v.xml")])
-    assert r.exit_code == 4, r.output
+    one_line_error(r, 4, "nope")

@@ -111,7 +111,10 @@ def test_reduced_precision_is_refused_on_cpu(tmp_path, small_teacher, teacher_np
     r = runner.invoke(app, ["distill", str(teacher_npz), "--out", str(tmp_path / "s.pt"), "--precision", "tf32"])
     assert r.exit_code == 2 and r.stderr.startswith("error: --precision tf32 on cpu") and "fix:" in r.stderr
     r = runner.invoke(app, ["distill", str(teacher_npz), "--out", str(tmp_path / "s.pt"), "--precision", "fp8"])
-    assert r.exit_code == 2 and "use one of fp32, tf32, bf16" in r.stderr
+    assert r.exit_code == 2 and "'fp8' is not one of 'fp32', 'tf32', 'bf16'" in r.stderr  # a CLI choice
+    with pytest.raises(PrecisionError) as exc:  # the library's own check
+        TrainConfig(precision="fp8").validate()
+    assert exc.value.one_line() == "--precision 'fp8'. fix: use one of fp32, tf32, bf16"
 
 
 def test_no_flags_take_the_recipe_for_n(tmp_path, teacher_npz, runner):

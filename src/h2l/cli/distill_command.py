@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from ..atomic import check_output_file
-from .app import Device, app, emit_json, handled
+from .app import Arch, Device, Precision, app, emit_json, handled
 from .params import Shares, list_default
 from .render import out
 
@@ -22,7 +22,7 @@ def distill(
     heads: Annotated[Optional[int], typer.Option("--heads", help="Attention heads H [default: from N].")] = None,
     layers: Annotated[Optional[int], typer.Option("--layers", help="Encoder layers L [default: from N].")] = None,
     ff_dim: Annotated[Optional[int], typer.Option("--ff-dim", help="Feed-forward width [default: from N].")] = None,
-    arch: Annotated[Optional[str], typer.Option("--arch", help="Student: lean (Q/K dropped), transformer "
+    arch: Annotated[Optional[Arch], typer.Option("--arch", help="Student: lean (Q/K dropped), transformer "
                                                 "(literal seed graph) or memory (+ M slots) "
                                                 "[default: from N].")] = None,
     slots: Annotated[Optional[int], typer.Option("--slots", help="Memory slots M for --arch memory.")] = None,
@@ -30,7 +30,8 @@ def distill(
                                                  "[default: from N, see `h2l arch N`].")] = None,
     batch_size: Annotated[int, typer.Option("--batch-size", help="Queries per step (global: split over "
                                             "torchrun ranks).")] = 1024,
-    precision: Annotated[str, typer.Option("--precision", help="fp32, or on CUDA tf32 / bf16.")] = "fp32",
+    precision: Annotated[Precision, typer.Option("--precision", help="fp32, or on CUDA tf32 / bf16.")]
+    = Precision.fp32,
     lr: Annotated[float, typer.Option("--lr", help="Peak AdamW learning rate.")] = 3e-3,
     cosine_weight: Annotated[float, typer.Option("--cosine-weight", help="λ in (1−λ)·MSE + λ·(1−cos).")] = 0.7,
     mix: Annotated[list, typer.Option("--mix", parser=Shares(3), metavar="FLOATS",
@@ -59,13 +60,13 @@ def distill(
     from ..model.teacher import check_queries
 
     t = load_npz(teacher)
-    scfg, steps = choose_student(t.n_heads, t.dim, arch=arch, heads=heads, layers=layers, ff_dim=ff_dim,
-                                 slots=slots, steps=steps)
+    scfg, steps = choose_student(t.n_heads, t.dim, arch=None if arch is None else arch.value, heads=heads,
+                                 layers=layers, ff_dim=ff_dim, slots=slots, steps=steps)
     if not resume:
         check_output_file(out_path, force)
     q = None if queries is None else check_queries(load_npy_queries(queries), t.dim, what="--queries")
     cfg = TrainConfig(steps=steps, batch_size=batch_size, lr=lr, cosine_weight=cosine_weight, eval_every=eval_every,
-                      patience=patience, seed=seed, mix=SamplerMix(*mix), precision=precision)
+                      patience=patience, seed=seed, mix=SamplerMix(*mix), precision=precision.value)
     res = run_distill(t, out_path, student=scfg, config=cfg, queries=q,
                       device=device.value, resume=resume, quiet=quiet or as_json)
     if res.checkpoint is None:  # a torchrun rank other than 0: rank 0 reports
