@@ -46,6 +46,15 @@ def _ckpt(path, teacher, *, config: StudentConfig, weights_of: StudentConfig, sh
     (["export", "--format", "npy", "--teacher", "t.npz", "--out", "o", "--json"], "--json does not apply"),
     (["export", "--format", "npy", "--teacher", "t.npz", "--out", "o", "--quantize", "int8"],
      "--quantize does not apply"),
+    # onnx-only options given explicitly, even at their default value, are refused with --format npy
+    (["export", "--format", "npy", "--teacher", "t.npz", "--out", "o", "--min-cosine", "0.98"],
+     "--min-cosine does not apply"),
+    (["export", "--format", "npy", "--teacher", "t.npz", "--out", "o", "--router", "screen"],
+     "--router does not apply"),
+    (["export", "--format", "npy", "--teacher", "t.npz", "--out", "o", "--router", "ivf", "--candidates", "3"],
+     "--router, --candidates do not apply"),
+    (["export", "--teacher", "t.npz", "--out", "o", "--mh-id", "2"], "--mh-id names the .npy files"),
+    (["export", "--teacher", "t.npz", "--out", "o", "--router", "screen"], "--router applies to the routed teacher"),
     # click's own usage errors: the same one line, not typer's multi-line panel
     (["distill", "t.npz", "--out", "s.pt", "--arch", "foo"], "'foo' is not one of 'lean', 'transformer', 'memory'"),
     (["distill", "t.npz", "--out", "s.pt", "--precision", "fp8"], "'fp8' is not one of"),

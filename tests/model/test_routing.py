@@ -305,5 +305,5 @@ def test_router_options_without_routed_are_usage_errors(runner, tmp_path):
     for extra in (["--candidates", "4"], ["--router", "ivf"]):
         r = runner.invoke(app, ["export", "--teacher", str(t), "--out", str(tmp_path / "o"), *extra])
         assert r.exit_code == 2, r.output
-        assert "apply to the routed teacher" in r.stderr
+        assert "applies to the routed teacher" in r.stderr
         assert not (tmp_path / "o").exists()

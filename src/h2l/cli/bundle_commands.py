@@ -11,6 +11,7 @@ import typer
 from ..atomic import check_output_file
 from ..errors import UsageError
 from .app import Format, Provider, Quantize, Router, app, emit_json, err, handled
+from .params import given
 from .render import out, print_report, print_summary
 
 # ------------------------------------------------------------------ export / verify
@@ -18,6 +19,7 @@ from .render import out, print_report, print_summary
 @app.command()
 @handled
 def export(
+    ctx: typer.Context,
     teacher: Annotated[Path, typer.Option("--teacher", help="Teacher .npz.")],
     out_dir: Annotated[Path, typer.Option("--out", help="Bundle folder to create.")],
     fmt: Annotated[Format, typer.Option("--format", help="onnx (bundle) or npy (UnifyWeaver layouts).")] = Format.onnx,
@@ -43,16 +45,20 @@ def export(
     from ..importers.npz import load_npz
 
     if fmt is Format.npy:
-        given = [flag for flag, on in (("--student", student is not None), ("--json", as_json),
-                                       ("--quantize", quantize is not Quantize.none), ("--no-fold", no_fold),
-                                       ("--sign-key", sign_key is not None), ("--routed", routed),
-                                       ("--candidates", candidates is not None),
-                                       ("--with-encoder", with_encoder)) if on]
-        if given:
-            raise UsageError(f"--format npy writes the teacher's vectors only; {', '.join(given)} does not apply",
-                             f"drop {', '.join(given)} or use --format onnx")
-    elif not routed and (candidates is not None or router is not Router.screen):
-        raise UsageError("--router and --candidates apply to the routed teacher", "add --routed, or drop them")
+        onnx_only = given(ctx, "student", "as_json", "quantize", "no_fold", "sign_key", "routed", "router",
+                          "candidates", "with_encoder", "min_cosine")
+        if onnx_only:
+            verb = "does" if len(onnx_only) == 1 else "do"
+            raise UsageError(f"--format npy writes the teacher's vectors only; {', '.join(onnx_only)} {verb} not "
+                             "apply", f"drop {', '.join(onnx_only)} or use --format onnx")
+    else:
+        if given(ctx, "mh_id"):
+            raise UsageError("--mh-id names the .npy files of --format npy; a bundle has none",
+                             "drop --mh-id, or pass --format npy")
+        routed_only = given(ctx, "router", "candidates")
+        if routed_only and not routed:
+            raise UsageError(f"{' and '.join(routed_only)} {'applies' if len(routed_only) == 1 else 'apply'} to "
+                             "the routed teacher", "add --routed, or drop them")
     t = load_npz(teacher)
     if fmt is Format.npy:
         from ..exporters.npy import export_npy

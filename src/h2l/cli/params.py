@@ -15,6 +15,18 @@ from typing import cast
 import typer
 
 
+def given(ctx: typer.Context, *names: str) -> list[str]:
+    """The options among ``names`` (parameter names) set on the command line, as spelt there (``--min-cosine``).
+
+    Asks click where each value came from, so an option given with its default value counts as given."""
+    out = []
+    for p in ctx.command.params:
+        src = ctx.get_parameter_source(p.name) if p.name in names and p.name else None
+        if src is not None and src.name not in ("DEFAULT", "DEFAULT_MAP"):
+            out.append(max(p.opts, key=len))
+    return out
+
+
 def list_default(text: str) -> list:
     """A list option's default, written as on the command line (``"16,64"``, shown so in ``--help``).
 
