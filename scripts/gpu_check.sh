@@ -33,15 +33,15 @@ $H2L teacher build --qa src/h2l/data/demo/bike_qa.json --embeddings src/h2l/data
 echo "== distill on CUDA (torch)"
 time $H2L distill "$W/t.npz" --out "$W/s.pt" --device cuda --quiet
 echo "== export + verify --provider cuda"
-$H2L export --teacher "$W/t.npz" --student "$W/s.pt" --out "$W/bundle"
+$H2L export "$W/t.npz" --student "$W/s.pt" --out "$W/bundle"
 $H2L verify "$W/bundle" --provider cuda; echo "verify --provider cuda exit code: $?"
 echo "== bench (CPU 1 thread, torch CPU, and CUDA: onnxruntime CUDA EP with I/O binding where usable, torch CUDA)"
-$H2L bench "$W/bundle" --checkpoint "$W/s.pt" --providers cpu,torch,cuda --batch 1,32 --out "$OUT/bench_bundle.json"
+$H2L bench "$W/bundle" --student "$W/s.pt" --provider cpu,torch,cuda --batch 1,32 --out "$OUT/bench_bundle.json"
 echo "== routed teacher + CUDA graphs (replay measured: per-node kernels must stop after capture)"
-$H2L export --teacher "$W/t.npz" --student "$W/s.pt" --out "$W/bundle_routed" --routed
-$H2L bench "$W/bundle_routed" --providers cpu,cuda --batch 1,32 --out "$OUT/bench_cuda_graph.json"
+$H2L export "$W/t.npz" --student "$W/s.pt" --out "$W/bundle_routed" --routed
+$H2L bench "$W/bundle_routed" --provider cpu,cuda --batch 1,32 --out "$OUT/bench_cuda_graph.json"
 python3 -c "import json; print(json.dumps(json.load(open('$OUT/bench_cuda_graph.json')).get('cuda_graph'), indent=1))"
-$H2L bench --sweep --n 16,64,256,1024,4096,16384 --providers cpu,cuda --batch 1,32 --quick \
+$H2L bench --sweep --n 16,64,256,1024,4096,16384 --provider cpu,cuda --batch 1,32 --quick \
   --out "$OUT/bench_sweep.json" --plot "$OUT/bench_sweep.png"
 echo "== per-step profile (issue 11): stream, labels, student step, full step at N = 1024 (L4 ff2048) and 16384 (ff512)"
 echo "   targets (H100/H200): full step <= 3 ms at N = 1024, <= 5 ms at N = 16384; sync_free must be true"

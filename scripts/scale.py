@@ -42,7 +42,7 @@ def main() -> None:
         save_npz(synthetic_teacher(a.n, a.d, temperature=a.temperature, seed=1), tmp / "t.npz")
         runs: dict[str, list[dict]] = {"export": [], "verify": []}
         for _ in range(a.repeat):
-            for name, cmd in (("export", h2l + ["export", "--teacher", str(tmp / "t.npz"), "--out", str(tmp / "b"),
+            for name, cmd in (("export", h2l + ["export", str(tmp / "t.npz"), "--out", str(tmp / "b"),
                                                 "--force"] + (["--routed"] if a.routed else [])),
                               ("verify", h2l + ["verify", str(tmp / "b"), "--provider", "cpu", "--json"])):
                 runs[name].append(_measure(name, cmd))

@@ -206,7 +206,7 @@ def _make_bundle(root: Path, n: int, seed: int) -> Path:
     res = r.invoke(app, ["distill", str(root / "t.npz"), "--out", str(root / "s.pt"), "--steps", "150",
                          "--batch-size", "256", "--ff-dim", "64", "--quiet"])
     assert res.exit_code == 0, res.output
-    res = r.invoke(app, ["export", "--teacher", str(root / "t.npz"), "--student", str(root / "s.pt"),
+    res = r.invoke(app, ["export", str(root / "t.npz"), "--student", str(root / "s.pt"),
                          "--out", str(root / "bundle"), "--min-cosine", "0.9"])
     assert res.exit_code == 0, res.output
     return root / "bundle"
@@ -231,7 +231,7 @@ def rt_bundle_routed(rt_bundle, tmp_path_factory) -> Path:
     from h2l.cli import app
 
     out = tmp_path_factory.mktemp("rt_routed") / "bundle"
-    res = CliRunner().invoke(app, ["export", "--teacher", str(rt_bundle.parent / "t.npz"), "--out", str(out),
+    res = CliRunner().invoke(app, ["export", str(rt_bundle.parent / "t.npz"), "--out", str(out),
                                    "--routed", "--candidates", "3"])
     assert res.exit_code == 0, res.output
     return out
@@ -247,7 +247,7 @@ def rt_routed_bundles(tmp_path_factory) -> list[Path]:
     save_npz(synthetic_teacher(64, 48, queries_per_head=3, heldout_per_head=1, seed=7), root / "t.npz")
     out = []
     for router, extra in (("screen", ["--candidates", "8"]), ("ivf", [])):
-        res = CliRunner().invoke(app, ["export", "--teacher", str(root / "t.npz"), "--out", str(root / router),
+        res = CliRunner().invoke(app, ["export", str(root / "t.npz"), "--out", str(root / router),
                                        "--routed", "--router", router, *extra])
         assert res.exit_code == 0, res.output
         out.append(root / router)
@@ -305,7 +305,7 @@ def rt_text_bundle(tmp_path_factory, demo_teacher_npz) -> Path:
 
     need_embedder()
     root = tmp_path_factory.mktemp("rt_text")
-    res = CliRunner().invoke(app, ["export", "--teacher", str(demo_teacher_npz), "--out", str(root / "bundle"),
+    res = CliRunner().invoke(app, ["export", str(demo_teacher_npz), "--out", str(root / "bundle"),
                                    "--with-encoder"])
     assert res.exit_code == 0, res.output
     return root / "bundle"

@@ -108,7 +108,7 @@ def student_text_bundle(tmp_path_factory, demo_teacher_npz):
     res = r.invoke(app, ["distill", str(demo_teacher_npz), "--out", str(root / "s.pt"), "--steps", "60",
                          "--batch-size", "128", "--ff-dim", "32", "--eval-every", "20", "--quiet"])
     assert res.exit_code == 0, res.output
-    res = r.invoke(app, ["export", "--teacher", str(demo_teacher_npz), "--student", str(root / "s.pt"),
+    res = r.invoke(app, ["export", str(demo_teacher_npz), "--student", str(root / "s.pt"),
                          "--out", str(root / "bundle"), "--min-cosine", "0", "--with-encoder"])
     assert res.exit_code == 0, res.output
     return root / "bundle"

@@ -274,14 +274,14 @@ def test_cli_export_after_a_sigkill_restores_then_replaces(tmp_path, runner, tea
     from h2l.cli import app
 
     out = tmp_path / "b"
-    assert runner.invoke(app, ["export", "--teacher", str(teacher_npz), "--out", str(out)]).exit_code == 0
+    assert runner.invoke(app, ["export", str(teacher_npz), "--out", str(out)]).exit_code == 0
     aside = tmp_path / ".b.zzzzzzzz.old"
     aside.mkdir()
     os.replace(out, aside / "x")  # the state a SIGKILL between the two renames leaves
-    r = runner.invoke(app, ["export", "--teacher", str(teacher_npz), "--out", str(out)])
+    r = runner.invoke(app, ["export", str(teacher_npz), "--out", str(out)])
     assert r.exit_code == 4 and "already exists" in r.output and (out / "manifest.json").is_file()
     assert runner.invoke(app, ["verify", str(out), "--provider", "cpu"]).exit_code == 0
-    assert runner.invoke(app, ["export", "--teacher", str(teacher_npz), "--out", str(out), "--force"]).exit_code == 0
+    assert runner.invoke(app, ["export", str(teacher_npz), "--out", str(out), "--force"]).exit_code == 0
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".b.")) == []
 
 

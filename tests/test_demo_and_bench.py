@@ -52,7 +52,7 @@ def test_bench_bundle_quick_json(tmp_path, runner, small_teacher):
 
 @pytest.mark.slow
 def test_bench_sweep_quick_with_plot(tmp_path, runner):
-    r = runner.invoke(app, ["bench", "--sweep", "--n", "8,32", "--d", "32", "--quick", "--json",
+    r = runner.invoke(app, ["bench", "--sweep", "--n", "8,32", "--embed-dim", "32", "--quick", "--json",
                             "--plot", str(tmp_path / "s.png")])
     assert r.exit_code == 0, r.output
     doc = json.loads(r.stdout)
@@ -63,7 +63,7 @@ def test_bench_sweep_quick_with_plot(tmp_path, runner):
 
 def test_bench_rejects_bad_arguments(runner, tmp_path):
     assert runner.invoke(app, ["bench"]).exit_code == 2
-    r = runner.invoke(app, ["bench", "--sweep", "--providers", "tpu"])
+    r = runner.invoke(app, ["bench", "--sweep", "--provider", "tpu"])
     assert r.exit_code == 2 and "unknown 'tpu'" in r.stderr
 
 

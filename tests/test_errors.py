@@ -40,27 +40,28 @@ def _ckpt(path, teacher, *, config: StudentConfig, weights_of: StudentConfig, sh
     (["bench", "--sweep", "--n", "8,x"], "not an integer"),
     (["bench", "--sweep", "--batch", "0"], "expected integers ≥ 1"),
     (["bench", "--sweep", "--batch", "1,,2"], "empty item"),
-    (["bench", "--sweep", "--providers", "cpu,tpu"], "unknown 'tpu'"),
+    (["bench", "--sweep", "--provider", "cpu,tpu"], "unknown 'tpu'"),
+    (["bench", "--sweep", "--providers", "cpu,tpu"], "unknown 'tpu'"),  # the old spelling, hidden
     (["bench"], "pass a bundle folder or --sweep"),
     (["bench", "b", "--sweep"], "pass a bundle folder or --sweep"),
-    (["export", "--format", "npy", "--teacher", "t.npz", "--out", "o", "--json"], "--json does not apply"),
-    (["export", "--format", "npy", "--teacher", "t.npz", "--out", "o", "--quantize", "int8"],
+    (["export", "--format", "npy", "t.npz", "--out", "o", "--json"], "--json does not apply"),
+    (["export", "--format", "npy", "t.npz", "--out", "o", "--quantize", "int8"],
      "--quantize does not apply"),
     # onnx-only options given explicitly, even at their default value, are refused with --format npy
-    (["export", "--format", "npy", "--teacher", "t.npz", "--out", "o", "--min-cosine", "0.98"],
+    (["export", "--format", "npy", "t.npz", "--out", "o", "--min-cosine", "0.98"],
      "--min-cosine does not apply"),
-    (["export", "--format", "npy", "--teacher", "t.npz", "--out", "o", "--router", "screen"],
+    (["export", "--format", "npy", "t.npz", "--out", "o", "--router", "screen"],
      "--router does not apply"),
-    (["export", "--format", "npy", "--teacher", "t.npz", "--out", "o", "--router", "ivf", "--candidates", "3"],
+    (["export", "--format", "npy", "t.npz", "--out", "o", "--router", "ivf", "--candidates", "3"],
      "--router, --candidates do not apply"),
-    (["export", "--teacher", "t.npz", "--out", "o", "--mh-id", "2"], "--mh-id names the .npy files"),
-    (["export", "--teacher", "t.npz", "--out", "o", "--router", "screen"], "--router applies to the routed teacher"),
+    (["export", "t.npz", "--out", "o", "--mh-id", "2"], "--mh-id names the .npy files"),
+    (["export", "t.npz", "--out", "o", "--router", "screen"], "--router applies to the routed teacher"),
     # click's own usage errors: the same one line, not typer's multi-line panel
     (["distill", "t.npz", "--out", "s.pt", "--arch", "foo"], "'foo' is not one of 'lean', 'transformer', 'memory'"),
     (["distill", "t.npz", "--out", "s.pt", "--precision", "fp8"], "'fp8' is not one of"),
     (["distill", "t.npz", "--out", "s.pt", "--bogus"], "no such option: --bogus"),
     (["distill", "t.npz"], "missing option '--out'"),
-    (["export", "--format", "xml", "--teacher", "t.npz", "--out", "o"], "'xml' is not one of 'onnx', 'npy'"),
+    (["export", "--format", "xml", "t.npz", "--out", "o"], "'xml' is not one of 'onnx', 'npy'"),
     (["verify", "b", "--provider", "tpu"], "'tpu' is not one of"),
     (["teacher", "nosuch"], "no such command 'nosuch'"),
 ])
@@ -101,7 +102,7 @@ def test_export_refuses_checkpoint_whose_weights_do_not_fit_its_config(runner, t
                                                                          teacher_npz):
     ck = _ckpt(tmp_path / "s.pt", small_teacher, config=StudentConfig(32, 4, 1, 64),
                weights_of=StudentConfig(32, 4, 1, 48))
-    r = runner.invoke(app, ["export", "--teacher", str(teacher_npz), "--student", str(ck), "--out",
+    r = runner.invoke(app, ["export", str(teacher_npz), "--student", str(ck), "--out",
                             str(tmp_path / "b")])
     one_line_error(r, 3, "weights do not match its architecture")
     assert "Traceback" not in r.output
@@ -112,11 +113,11 @@ def test_bench_refuses_mismatched_checkpoints(runner, tmp_path, small_teacher):
     export_onnx(small_teacher, tmp_path / "b")
     bad_weights = _ckpt(tmp_path / "w.pt", small_teacher, config=StudentConfig(32, 4, 2, 64),
                         weights_of=StudentConfig(32, 4, 1, 64))
-    r = runner.invoke(app, ["bench", str(tmp_path / "b"), "--checkpoint", str(bad_weights), "--quick"])
+    r = runner.invoke(app, ["bench", str(tmp_path / "b"), "--student", str(bad_weights), "--quick"])
     one_line_error(r, 3, "weights do not match its architecture")
     other = _ckpt(tmp_path / "o.pt", small_teacher, config=StudentConfig(32, 4, 1, 64),
                   weights_of=StudentConfig(32, 4, 1, 64), sha="0" * 64)
-    r = runner.invoke(app, ["bench", str(tmp_path / "b"), "--checkpoint", str(other), "--quick"])
+    r = runner.invoke(app, ["bench", str(tmp_path / "b"), "--checkpoint", str(other), "--quick"])  # old spelling
     one_line_error(r, 3, "distilled from another teacher")
 
 

@@ -21,7 +21,7 @@ def test_text_to_verified_bundle(tmp_path, runner, shared_qa_files):
     assert r.exit_code == 0, r.output
     held = json.loads(r.stdout)["final"]["heldout"]
     assert held["n"] == 60 and held["mean_cosine"] > 0.99
-    r = runner.invoke(app, ["export", "--teacher", str(tmp_path / "uw.npz"), "--student", str(tmp_path / "s.pt"),
+    r = runner.invoke(app, ["export", str(tmp_path / "uw.npz"), "--student", str(tmp_path / "s.pt"),
                             "--out", str(tmp_path / "b")])
     assert r.exit_code == 0, r.output
     r = runner.invoke(app, ["verify", str(tmp_path / "b"), "--provider", "cpu", "--queries", str(shared_qa_files[0]),
@@ -37,7 +37,7 @@ def test_text_to_verified_bundle(tmp_path, runner, shared_qa_files):
 def test_queries_for_unknown_cluster_are_refused(tmp_path, runner, shared_qa_files):
     args = ["teacher", "build", "--out", str(tmp_path / "one.npz"), "--qa", str(shared_qa_files[0])]
     assert runner.invoke(app, args).exit_code == 0
-    r = runner.invoke(app, ["export", "--teacher", str(tmp_path / "one.npz"), "--out", str(tmp_path / "b")])
+    r = runner.invoke(app, ["export", str(tmp_path / "one.npz"), "--out", str(tmp_path / "b")])
     assert r.exit_code == 0
     r = runner.invoke(app, ["verify", str(tmp_path / "b"), "--queries", str(shared_qa_files[1])])
     assert r.exit_code == 3 and "is not one of the teacher's clusters" in r.stderr

@@ -69,7 +69,7 @@ def _student_model(ckpt: StudentCheckpoint, teacher: Teacher, fold_graph: bool, 
                    probe: np.ndarray, quantize: str) -> tuple[bytes, dict]:
     if ckpt.teacher_sha256 != teacher.fingerprint():
         raise InputError("the student was distilled from a different teacher (teacher sha256 differs)",
-                         "pass the --teacher the student was distilled from, or re-run `h2l distill`")
+                         "pass the teacher the student was distilled from, or re-run `h2l distill`")
     if ckpt.config.dim != teacher.dim:
         raise InputError(f"student d = {ckpt.config.dim} but teacher d = {teacher.dim}", "re-run `h2l distill`")
     try:

@@ -143,14 +143,14 @@ def test_bad_signing_key_is_refused_before_anything_is_written(tmp_path, runner,
     key = {"pub_as_private": keys[0][1], "missing": tmp_path / "nope"}.get(which, tmp_path / "garbage")
     (tmp_path / "garbage").write_text("not a key")
     before = listing(tmp_path)
-    r = runner.invoke(app, ["export", "--teacher", str(teacher_npz), "--out", str(tmp_path / "b"),
+    r = runner.invoke(app, ["export", str(teacher_npz), "--out", str(tmp_path / "b"),
                             "--sign-key", str(key)])
     one_line_error(r, 3, needle)
     assert listing(tmp_path) == before
 
 
 def test_npy_export_cannot_be_signed(tmp_path, runner, teacher_npz, keys):
-    r = runner.invoke(app, ["export", "--format", "npy", "--teacher", str(teacher_npz), "--out", str(tmp_path / "n"),
+    r = runner.invoke(app, ["export", "--format", "npy", str(teacher_npz), "--out", str(tmp_path / "n"),
                             "--sign-key", str(keys[0][0])])
     one_line_error(r, 2, "--format npy writes the teacher's vectors only; --sign-key does not apply")
     assert not (tmp_path / "n").exists()

@@ -147,7 +147,7 @@ def test_distill_export_verify_end_to_end(tmp_path, runner):
                             "--batch-size", "512", "--ff-dim", "128", "--quiet"])
     assert r.exit_code == 0, r.output
     assert "held-out real queries (never trained on" in r.stdout
-    r = runner.invoke(app, ["export", "--teacher", str(tmp_path / "t.npz"), "--student", str(tmp_path / "s.pt"),
+    r = runner.invoke(app, ["export", str(tmp_path / "t.npz"), "--student", str(tmp_path / "s.pt"),
                             "--out", str(tmp_path / "b")])
     assert r.exit_code == 0, r.output
     r = runner.invoke(app, ["verify", str(tmp_path / "b"), "--provider", "cpu", "--min-cosine", "0.98"])
@@ -157,10 +157,10 @@ def test_distill_export_verify_end_to_end(tmp_path, runner):
     r = runner.invoke(app, ["distill", str(tmp_path / "t.npz"), "--out", str(tmp_path / "bad.pt"), "--steps", "1",
                             "--batch-size", "32", "--ff-dim", "32", "--quiet"])
     assert r.exit_code == 0
-    r = runner.invoke(app, ["export", "--teacher", str(tmp_path / "t.npz"), "--student", str(tmp_path / "bad.pt"),
+    r = runner.invoke(app, ["export", str(tmp_path / "t.npz"), "--student", str(tmp_path / "bad.pt"),
                             "--out", str(tmp_path / "bad")])
     assert r.exit_code == 6 and "vs_teacher" in r.stderr and not (tmp_path / "bad").exists()
-    r = runner.invoke(app, ["export", "--teacher", str(tmp_path / "t.npz"), "--student", str(tmp_path / "bad.pt"),
+    r = runner.invoke(app, ["export", str(tmp_path / "t.npz"), "--student", str(tmp_path / "bad.pt"),
                             "--out", str(tmp_path / "bad"), "--min-cosine", "-1"])
     assert r.exit_code == 0, r.output
     r = runner.invoke(app, ["verify", str(tmp_path / "bad"), "--provider", "cpu"])
@@ -178,7 +178,7 @@ def test_int8_export_ships_through_the_gate(tmp_path, runner):
     save_npz(synthetic_teacher(12, 64, queries_per_head=3, heldout_per_head=1, seed=8), tmp_path / "t.npz")
     assert runner.invoke(app, ["distill", str(tmp_path / "t.npz"), "--out", str(tmp_path / "s.pt"), "--steps", "300",
                                "--batch-size", "512", "--ff-dim", "128", "--quiet"]).exit_code == 0
-    r = runner.invoke(app, ["export", "--teacher", str(tmp_path / "t.npz"), "--student", str(tmp_path / "s.pt"),
+    r = runner.invoke(app, ["export", str(tmp_path / "t.npz"), "--student", str(tmp_path / "s.pt"),
                             "--out", str(tmp_path / "b"), "--quantize", "int8"])
     assert r.exit_code == 0, r.output
     m = json.loads((tmp_path / "b" / "manifest.json").read_text())["models"]["student"]
@@ -188,7 +188,7 @@ def test_int8_export_ships_through_the_gate(tmp_path, runner):
     nodes = {n.name: n.op_type for n in onnx.load(str(tmp_path / "b" / "student.onnx")).graph.node}
     assert "MatMulInteger" in nodes.values() and nodes["output_proj_MatMul"] == "MatMul"  # output stays float
     assert runner.invoke(app, ["verify", str(tmp_path / "b"), "--provider", "cpu"]).exit_code == 0
-    r = runner.invoke(app, ["export", "--teacher", str(tmp_path / "t.npz"), "--out", str(tmp_path / "c"),
+    r = runner.invoke(app, ["export", str(tmp_path / "t.npz"), "--out", str(tmp_path / "c"),
                             "--quantize", "int8"])
     assert r.exit_code == 3 and "applies to a folded student" in r.stderr
 

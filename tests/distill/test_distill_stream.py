@@ -159,7 +159,7 @@ def test_memory_student_distils_exports_and_verifies(tmp_path, teacher_npz, runn
                             "--slots", "6", "--layers", "1", "--ff-dim", "64", "--steps", "300", "--batch-size", "256",
                             "--lr", "1e-2", "--quiet"])
     assert r.exit_code == 0, r.output
-    r = runner.invoke(app, ["export", "--teacher", str(teacher_npz), "--student", str(tmp_path / "s.pt"),
+    r = runner.invoke(app, ["export", str(teacher_npz), "--student", str(tmp_path / "s.pt"),
                             "--out", str(tmp_path / "b")])
     assert r.exit_code == 0, r.output
     man = json.loads((tmp_path / "b" / "manifest.json").read_text())

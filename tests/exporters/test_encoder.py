@@ -145,7 +145,7 @@ def test_with_encoder_refuses_another_embedding_model(tmp_path, runner, demo_tea
     t = load_npz(demo_teacher_npz)
     other = make_teacher(t.centroids, t.answers, t.temperature, t.cluster_ids, embedding_model=model)
     save_npz(other, tmp_path / "t.npz")
-    r = runner.invoke(app, ["export", "--teacher", str(tmp_path / "t.npz"), "--out", str(tmp_path / "b"),
+    r = runner.invoke(app, ["export", str(tmp_path / "t.npz"), "--out", str(tmp_path / "b"),
                             "--with-encoder"])
     assert r.exit_code == 3, r.output
     assert "embedding_model is" in r.stderr and "all-MiniLM-L6-v2" in r.stderr
@@ -190,10 +190,10 @@ def test_lda_db_teacher_names_its_model_and_exports_with_encoder_without_answers
         assert r.exit_code == 0, r.output
         r = runner.invoke(app, ["teacher", "info", str(out), "--json"])
         assert json.loads(r.stdout)["embedding_model"] == want
-    r = runner.invoke(app, ["export", "--teacher", str(tmp_path / "t2.npz"), "--out", str(tmp_path / "b2"),
+    r = runner.invoke(app, ["export", str(tmp_path / "t2.npz"), "--out", str(tmp_path / "b2"),
                             "--with-encoder"])
     assert r.exit_code == 3 and "e5-small-v2" in r.stderr
-    r = runner.invoke(app, ["export", "--teacher", str(tmp_path / "t1.npz"), "--out", str(tmp_path / "b1"),
+    r = runner.invoke(app, ["export", str(tmp_path / "t1.npz"), "--out", str(tmp_path / "b1"),
                             "--with-encoder"])
     assert r.exit_code == 0, r.output
     m = manifest(tmp_path / "b1")
@@ -228,7 +228,7 @@ def test_shared_unifyweaver_qa_gives_an_encoder_bundle(tmp_path, runner, shared_
     assert r.exit_code == 0, r.output
     t = load_npz(tmp_path / "t.npz")
     assert t.embedding_model == "all-MiniLM-L6-v2" and len(t.answer_texts) == t.n_heads
-    r = runner.invoke(app, ["export", "--teacher", str(tmp_path / "t.npz"), "--out", str(tmp_path / "b"),
+    r = runner.invoke(app, ["export", str(tmp_path / "t.npz"), "--out", str(tmp_path / "b"),
                             "--with-encoder"])
     assert r.exit_code == 0, r.output
     report = verify_bundle(tmp_path / "b", provider="cpu")

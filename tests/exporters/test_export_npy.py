@@ -10,7 +10,7 @@ from h2l.importers.npy_dir import import_npy_dir
 
 def test_npy_export_layouts_byte_for_byte(tmp_path, runner, teacher_npz, small_teacher):
     out = tmp_path / "npy"
-    r = runner.invoke(app, ["export", "--format", "npy", "--teacher", str(teacher_npz), "--out", str(out),
+    r = runner.invoke(app, ["export", "--format", "npy", str(teacher_npz), "--out", str(out),
                             "--mh-id", "3"])
     assert r.exit_code == 0, r.output
     d = small_teacher.dim
@@ -34,8 +34,8 @@ def test_npy_export_layouts_byte_for_byte(tmp_path, runner, teacher_npz, small_t
 
 
 def test_npy_export_refuses_student_and_existing_dir(tmp_path, runner, teacher_npz):
-    r = runner.invoke(app, ["export", "--format", "npy", "--teacher", str(teacher_npz), "--out", str(tmp_path),
+    r = runner.invoke(app, ["export", "--format", "npy", str(teacher_npz), "--out", str(tmp_path),
                             "--student", "x.pt"])
     assert r.exit_code == 2 and "--format npy writes the teacher's vectors only; --student" in r.stderr
-    r = runner.invoke(app, ["export", "--format", "npy", "--teacher", str(teacher_npz), "--out", str(tmp_path)])
+    r = runner.invoke(app, ["export", "--format", "npy", str(teacher_npz), "--out", str(tmp_path)])
     assert r.exit_code == 4 and "already exists" in r.stderr

@@ -133,7 +133,7 @@ def test_named_ids_are_numbered_with_a_mapping(tmp_path, runner, named_teacher):
     assert not all(c.isdigit() for c in named_teacher.cluster_ids)
     save_npz(named_teacher, tmp_path / "t.npz")
     out = tmp_path / "npy"
-    r = runner.invoke(app, ["export", "--format", "npy", "--teacher", str(tmp_path / "t.npz"), "--out", str(out),
+    r = runner.invoke(app, ["export", "--format", "npy", str(tmp_path / "t.npz"), "--out", str(out),
                             "--mh-id", "2"])
     assert r.exit_code == 0, r.output
     n = named_teacher.n_heads
@@ -160,7 +160,7 @@ def test_integer_ids_keep_their_numbers(tmp_path, runner):
     t = make_teacher(rng.standard_normal((3, 8)), rng.standard_normal((3, 8)), 0.2, ["4", "10", "12"])
     save_npz(t, tmp_path / "t.npz")
     out = tmp_path / "npy"
-    assert runner.invoke(app, ["export", "--format", "npy", "--teacher", str(tmp_path / "t.npz"),
+    assert runner.invoke(app, ["export", "--format", "npy", str(tmp_path / "t.npz"),
                                "--out", str(out)]).exit_code == 0
     assert not (out / "cluster_ids.json").exists()
     assert sorted(_go_load(out)) == sorted(_rust_load(out, 1, 12)) == [4, 10, 12]
@@ -173,7 +173,7 @@ def test_lda_db_export_npy_matches_unifyweavers_projection(tmp_path, monkeypatch
     monkeypatch.chdir(tmp_path)
     mh, cents, answers = write_uw_db("data/lda.db", cluster_ids=(1, 2, 3, 8), d=16, tau=0.1)
     assert runner.invoke(app, ["teacher", "import", "--lda-db", "data/lda.db", "--out", "t.npz"]).exit_code == 0
-    assert runner.invoke(app, ["export", "--format", "npy", "--teacher", "t.npz", "--out", "npy"]).exit_code == 0
+    assert runner.invoke(app, ["export", "--format", "npy", "t.npz", "--out", "npy"]).exit_code == 0
     q = np.random.default_rng(2).standard_normal(16)
     original = {cid: (c, a) for cid, c, a in zip((1, 2, 3, 8), cents, answers, strict=True)}
     np.testing.assert_allclose(_project(_go_load(tmp_path / "npy"), q, 0.1), _project(original, q, 0.1), atol=1e-6)

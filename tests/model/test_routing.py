@@ -205,11 +205,11 @@ def test_cli_export_routed_and_verify(runner, tmp_path):
 
     t = synthetic_teacher(64, 24, temperature=0.5, seed=1)  # spread: nothing can be skipped
     save_npz(t, tmp_path / "t.npz")
-    res = runner.invoke(app, ["export", "--teacher", str(tmp_path / "t.npz"), "--out", str(tmp_path / "b"),
+    res = runner.invoke(app, ["export", str(tmp_path / "t.npz"), "--out", str(tmp_path / "b"),
                               "--routed"])
     assert res.exit_code == 0, res.output
     assert "cannot be exact" in res.output
-    res = runner.invoke(app, ["export", "--teacher", str(tmp_path / "t.npz"), "--out", str(tmp_path / "c"),
+    res = runner.invoke(app, ["export", str(tmp_path / "t.npz"), "--out", str(tmp_path / "c"),
                               "--routed", "--candidates", "0"])
     assert res.exit_code != 0 and "error:" in res.output and not (tmp_path / "c").exists()
     res = runner.invoke(app, ["verify", str(tmp_path / "b"), "--provider", "cpu"])
@@ -227,7 +227,7 @@ def test_routed_cosine_on_a_peaked_teacher():
 
 
 def test_bench_sweep_times_and_measures_the_routed_teacher(runner, tmp_path):
-    r = runner.invoke(app, ["bench", "--sweep", "--n", "64,256", "--d", "16", "--quick", "--providers", "cpu",
+    r = runner.invoke(app, ["bench", "--sweep", "--n", "64,256", "--embed-dim", "16", "--quick", "--provider", "cpu",
                             "--batch", "1,4", "--temperature", "0.02", "--json", "--plot", str(tmp_path / "s.png")])
     assert r.exit_code == 0, r.output
     doc = json.loads(r.stdout)
@@ -264,8 +264,8 @@ def test_bench_sweep_measures_a_trained_student_when_its_teacher_matches(runner,
                             "--heads", "2", "--layers", "1", "--ff-dim", "32", "--batch-size", "64",
                             "--eval-every", "2", "--quiet"])
     assert r.exit_code == 0, r.output
-    r = runner.invoke(app, ["bench", "--sweep", "--n", "32,64", "--d", "16", "--quick", "--providers", "cpu",
-                            "--batch", "1", "--temperature", "0.05", "--checkpoint", str(tmp_path / "s.pt"),
+    r = runner.invoke(app, ["bench", "--sweep", "--n", "32,64", "--embed-dim", "16", "--quick", "--provider", "cpu",
+                            "--batch", "1", "--temperature", "0.05", "--student", str(tmp_path / "s.pt"),
                             "--json"])
     assert r.exit_code == 0, r.output
     fid = {(f["n"], f["model"], f["variant"]) for f in json.loads(r.stdout)["fidelity"]}
@@ -292,7 +292,7 @@ def test_bench_refuses_a_tampered_routed_teacher(routed_bundle, runner, tmp_path
     b = tmp_path / "b"
     shutil.copytree(routed_bundle, b)
     flip_byte(b / "teacher_routed.onnx")
-    r = runner.invoke(app, ["bench", str(b), "--providers", "cpu", "--batch", "1", "--quick"])
+    r = runner.invoke(app, ["bench", str(b), "--provider", "cpu", "--batch", "1", "--quick"])
     assert r.exit_code == 5, r.output
     assert "teacher_routed.onnx fails its sha256 check" in r.stderr
 
@@ -303,7 +303,7 @@ def test_router_options_without_routed_are_usage_errors(runner, tmp_path):
 
     save_npz(synthetic_teacher(8, 16, seed=1), t)
     for extra in (["--candidates", "4"], ["--router", "ivf"]):
-        r = runner.invoke(app, ["export", "--teacher", str(t), "--out", str(tmp_path / "o"), *extra])
+        r = runner.invoke(app, ["export", str(t), "--out", str(tmp_path / "o"), *extra])
         assert r.exit_code == 2, r.output
         assert "applies to the routed teacher" in r.stderr
         assert not (tmp_path / "o").exists()

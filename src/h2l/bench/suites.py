@@ -161,16 +161,16 @@ def _checked_model(checkpoint: Path, t: dict, student_meta: dict | None) -> Proj
 
     ck = load_checkpoint(checkpoint)
     if ck.teacher_sha256 != t["sha256"]:
-        raise InputError(f"--checkpoint {checkpoint} was distilled from another teacher (teacher sha256 "
+        raise InputError(f"--student {checkpoint} was distilled from another teacher (teacher sha256 "
                          f"{ck.teacher_sha256[:12]}…, the bundle's is {t['sha256'][:12]}…)",
                          "pass the checkpoint the bundle was exported from")
     if student_meta is not None and ck.config.to_dict() != student_meta.get("architecture"):
-        raise InputError("--checkpoint does not match the bundle's student architecture",
+        raise InputError("--student does not match the bundle's student architecture",
                          "pass the checkpoint the bundle was exported from")
     try:
         return ck.model()
     except RuntimeError as exc:  # load_state_dict: weights that do not fit the checkpoint's own config
-        raise InputError(f"--checkpoint {checkpoint}: weights do not match its architecture "
+        raise InputError(f"--student {checkpoint}: weights do not match its architecture "
                          f"({str(exc).splitlines()[0][:160]})", "re-run `h2l distill`") from None
 
 

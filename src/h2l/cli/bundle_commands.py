@@ -11,7 +11,7 @@ import typer
 from ..atomic import check_output_file
 from ..errors import UsageError
 from .app import Format, Provider, Quantize, Router, app, emit_json, err, handled
-from .params import given
+from .params import given, positional
 from .render import out, print_report, print_summary
 
 # ------------------------------------------------------------------ export / verify
@@ -20,8 +20,9 @@ from .render import out, print_report, print_summary
 @handled
 def export(
     ctx: typer.Context,
-    teacher: Annotated[Path, typer.Option("--teacher", help="Teacher .npz.")],
     out_dir: Annotated[Path, typer.Option("--out", help="Bundle folder to create.")],
+    teacher: Annotated[Optional[Path], typer.Argument(help="Teacher .npz.", metavar="TEACHER",
+                                                      show_default=False)] = None,
     fmt: Annotated[Format, typer.Option("--format", help="onnx (bundle) or npy (UnifyWeaver layouts).")] = Format.onnx,
     student: Annotated[Optional[Path], typer.Option("--student", help="Student checkpoint from `h2l distill`.")] = None,
     force: Annotated[bool, typer.Option("--force", help="Replace an existing --out.")] = False,
@@ -40,9 +41,12 @@ def export(
     as_json: Annotated[bool, typer.Option("--json", help="Print the manifest as JSON.")] = False,
     sign_key: Annotated[Optional[Path], typer.Option("--sign-key", help="Private key from `h2l keygen`: "
                                                      "publish the bundle signed (manifest.sig).")] = None,
+    old_teacher: Annotated[Optional[Path], typer.Option("--teacher", hidden=True)] = None,  # the old spelling
 ) -> None:
     """Export the teacher (and student) as a verified bundle, or as UnifyWeaver .npy files."""
     from ..importers.npz import load_npz
+
+    teacher = positional(teacher, old_teacher, "the teacher .npz", "--teacher", "`h2l export T.npz --out DIR`")
 
     if fmt is Format.npy:
         onnx_only = given(ctx, "student", "as_json", "quantize", "no_fold", "sign_key", "routed", "router",

@@ -9,15 +9,16 @@ import typer
 
 from ..atomic import check_output_file
 from .app import Arch, Device, Precision, app, emit_json, handled
-from .params import Shares, list_default
+from .params import Shares, list_default, positional
 from .render import out
 
 
 @app.command()
 @handled
 def distill(
-    teacher: Annotated[Path, typer.Argument(help="Teacher .npz.")],
     out_path: Annotated[Path, typer.Option("--out", help="Student checkpoint to write.")],
+    teacher: Annotated[Optional[Path], typer.Argument(help="Teacher .npz.", metavar="TEACHER",
+                                                      show_default=False)] = None,
     queries: Annotated[Optional[Path], typer.Option("--queries", help="Extra user queries (.npy n×d).")] = None,
     heads: Annotated[Optional[int], typer.Option("--heads", help="Attention heads H [default: from N].")] = None,
     layers: Annotated[Optional[int], typer.Option("--layers", help="Encoder layers L [default: from N].")] = None,
@@ -45,6 +46,7 @@ def distill(
     force: Annotated[bool, typer.Option("--force", help="Replace an existing --out.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar (CI logs).")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the final metrics as JSON.")] = False,
+    old_teacher: Annotated[Optional[Path], typer.Option("--teacher", hidden=True)] = None,  # as export spelt it
 ) -> None:
     """Distil a teacher into a student on a stream of teacher-labelled fresh queries.
 
@@ -59,7 +61,7 @@ def distill(
     from ..model.student import choose_student
     from ..model.teacher import check_queries
 
-    t = load_npz(teacher)
+    t = load_npz(positional(teacher, old_teacher, "the teacher .npz", "--teacher", "`h2l distill T.npz --out S.pt`"))
     scfg, steps = choose_student(t.n_heads, t.dim, arch=None if arch is None else arch.value, heads=heads,
                                  layers=layers, ff_dim=ff_dim, slots=slots, steps=steps)
     if not resume:

@@ -1,4 +1,5 @@
-"""Comma-separated list options (``--n 16,64``, ``--mix 0.5,0.25,0.25``, ``--providers cpu,torch``).
+"""Comma-separated list options (``--n 16,64``, ``--mix 0.5,0.25,0.25``, ``--provider cpu,torch``), and the
+hidden old spellings of renamed options (``--d`` for ``--embed-dim``), which keep working.
 
 typer 0.29 vendors its own click and takes a converter through ``parser=``;
 these converters play click's ParamType role.  A bad value raises
@@ -14,6 +15,8 @@ from typing import cast
 
 import typer
 
+from ..errors import UsageError
+
 
 def given(ctx: typer.Context, *names: str) -> list[str]:
     """The options among ``names`` (parameter names) set on the command line, as spelt there (``--min-cosine``).
@@ -25,6 +28,32 @@ def given(ctx: typer.Context, *names: str) -> list[str]:
         if src is not None and src.name not in ("DEFAULT", "DEFAULT_MAP"):
             out.append(max(p.opts, key=len))
     return out
+
+
+def _spelling(ctx: typer.Context, name: str) -> str:
+    return next(max(p.opts, key=len) for p in ctx.command.params if p.name == name)
+
+
+def renamed(ctx: typer.Context, name: str, value, old_name: str, old_value):
+    """The value of option ``name``, or of its hidden old spelling ``old_name`` when that was used instead.
+
+    The old option defaults to None; setting both is a usage error (one would silently win)."""
+    if old_value is None:
+        return value
+    if given(ctx, name):
+        new, old = _spelling(ctx, name), _spelling(ctx, old_name)
+        raise UsageError(f"{new} and {old} are one option ({old} is its old spelling) but both were given",
+                         f"pass {new} only")
+    return old_value
+
+
+def positional(value, old_value, what: str, old: str, example: str):
+    """A positional argument that may also come as the hidden option ``old`` (``--teacher``): exactly one."""
+    if value is not None and old_value is not None:
+        raise UsageError(f"{what} given twice: first and as {old}", f"pass it once, first: {example}")
+    if value is None and old_value is None:
+        raise UsageError(f"missing {what}", f"pass it first: {example}")
+    return value if value is not None else old_value
 
 
 def list_default(text: str) -> list:

@@ -11,8 +11,10 @@ import typer
 
 from ..errors import InputError, UsageError
 from .app import AskModel, app, emit_json, err, handled
-from .params import Choices, PositiveInts, list_default
+from .params import Choices, PositiveInts, list_default, renamed
 from .render import out, print_bench, print_demo_summary, print_sweep_tables
+
+PROVIDERS = Choices("cpu", "torch", "cuda")
 
 
 @app.command()
@@ -46,18 +48,20 @@ def ask(
 @app.command()
 @handled
 def bench(
+    ctx: typer.Context,
     bundle: Annotated[Optional[Path], typer.Argument(help="Bundle folder (omit with --sweep).")] = None,
     sweep: Annotated[bool, typer.Option("--sweep", help="Synthetic teachers over --n instead of a bundle.")] = False,
     n: Annotated[list, typer.Option("--n", parser=PositiveInts(), metavar="INTS", help="Sweep: teacher sizes N.")]
     = list_default("16,64,256,1024,4096"),
-    d: Annotated[int, typer.Option("--d", help="Sweep: embedding dimension.")] = 384,
-    providers: Annotated[list, typer.Option("--providers", parser=Choices("cpu", "torch", "cuda"), metavar="NAMES",
-                                            help="Any of cpu, cuda, torch.")] = list_default("cpu,torch"),
+    embed_dim: Annotated[int, typer.Option("--embed-dim", help="Sweep: embedding dimension d.")] = 384,
+    provider: Annotated[list, typer.Option("--provider", parser=PROVIDERS, metavar="NAMES",
+                                           help="Any of cpu, cuda, torch, comma-separated.")]
+    = list_default("cpu,torch"),
     batch: Annotated[list, typer.Option("--batch", parser=PositiveInts(), metavar="INTS", help="Batch sizes.")]
     = list_default("1,32"),
     threads: Annotated[int, typer.Option("--threads", help="Pinned intra-op/torch/BLAS threads.")] = 1,
-    checkpoint: Annotated[Optional[Path], typer.Option("--checkpoint", help="Student .pt: adds torch eager, "
-                                                        "unfolded and int8 variants.")] = None,
+    student: Annotated[Optional[Path], typer.Option("--student", help="Student checkpoint from `h2l distill`: adds "
+                                                    "torch eager, unfolded and int8 variants.")] = None,
     quick: Annotated[bool, typer.Option("--quick", help="Short timings for tests and CI.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
     json_out: Annotated[Optional[Path], typer.Option("--out", help="Also write the JSON report here.")] = None,
@@ -67,11 +71,18 @@ def bench(
     routed: Annotated[bool, typer.Option("--routed/--no-routed", help="Sweep: include the routed teacher.")] = True,
     candidates: Annotated[Optional[int], typer.Option("--candidates", help="Sweep: routed K (default: as "
                                                       "export chooses it).")] = None,
+    # old spellings, hidden: --d, --providers, --checkpoint
+    old_d: Annotated[Optional[int], typer.Option("--d", hidden=True)] = None,
+    old_providers: Annotated[Optional[list], typer.Option("--providers", parser=PROVIDERS, hidden=True)] = None,
+    old_checkpoint: Annotated[Optional[Path], typer.Option("--checkpoint", hidden=True)] = None,
 ) -> None:
     """Time teacher and student variants (p50/p90/p99, pinned threads); --sweep finds the crossover N."""
     from ..bench.suites import bench_bundle, bench_sweep, plot_sweep
 
-    provs, batches, ns = set(providers), batch, n
+    dim = renamed(ctx, "embed_dim", embed_dim, "old_d", old_d)
+    provs = set(renamed(ctx, "provider", provider, "old_providers", old_providers))
+    checkpoint = renamed(ctx, "student", student, "old_checkpoint", old_checkpoint)
+    batches, ns = batch, n
     if sweep == (bundle is not None):
         raise UsageError("pass a bundle folder or --sweep (not both)", "see `h2l bench --help`")
     if "cuda" in provs:
@@ -81,10 +92,10 @@ def bench(
 
         ok, reason = cuda_status()
         if not ok and not torch_cuda():
-            raise ProviderError(f"--providers cuda, but CUDA is unusable here: {reason}; torch sees no GPU either",
-                                "drop cuda from --providers")
+            raise ProviderError(f"--provider cuda, but CUDA is unusable here: {reason}; torch sees no GPU either",
+                                "drop cuda from --provider")
     if bundle is None:  # --sweep (the check above makes the two the same)
-        report = bench_sweep(ns, dim=d, providers=provs, batches=batches, threads=threads, quick=quick,
+        report = bench_sweep(ns, dim=dim, providers=provs, batches=batches, threads=threads, quick=quick,
                              temperature=temperature, routed=routed, candidates=candidates, checkpoint=checkpoint)
         if plot is not None:
             from ..bench.sweep_fidelity import plot_sweep_batches

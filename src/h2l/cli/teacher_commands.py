@@ -11,6 +11,7 @@ from rich.table import Table
 from ..atomic import check_output_file
 from ..errors import UsageError
 from .app import FederatedRouting, app, emit_json, handled, teacher_app
+from .params import positional
 from .render import out, print_routing_profile
 
 # ------------------------------------------------------------------ teacher
@@ -84,14 +85,17 @@ def teacher_summary(t) -> dict[str, Any]:
 @teacher_app.command("info")
 @handled
 def teacher_info(
-    path: Annotated[Path, typer.Argument(help="Teacher .npz.")],
+    path: Annotated[Optional[Path], typer.Argument(help="Teacher .npz.", metavar="TEACHER", show_default=False)]
+    = None,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
     routing: Annotated[bool, typer.Option("--routing/--no-routing", help="Effective heads and the candidates a "
                                           "router needs (256 near-centroid queries; answer heads only).")] = True,
+    old_teacher: Annotated[Optional[Path], typer.Option("--teacher", hidden=True)] = None,  # as export spelt it
 ) -> None:
     """Show a teacher's size, family (heads, keys, scoring, routing), ids, stored queries, and how routable it is."""
     from ..importers.npz import load_npz
 
+    path = positional(path, old_teacher, "the teacher .npz", "--teacher", "`h2l teacher info T.npz`")
     t = load_npz(path)
     qs = t.queries
     info: dict[str, Any] = {
