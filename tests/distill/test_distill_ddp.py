@@ -13,9 +13,10 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from h2l.distill.checkpoint import load_checkpoint
-from h2l.distill.ddp import rank_seed
+from h2l.distill.ddp import DistContext, gather_states, rank_seed
 from h2l.distill.sampler import QueryStream, SamplerMix
 from h2l.distill.train import TrainConfig, new_student, train_step
+from h2l.errors import InputError
 from h2l.model.student import StudentConfig
 from h2l.model.synthetic import synthetic_teacher
 
@@ -81,6 +82,49 @@ def test_two_rank_step_equals_one_rank_step_on_the_joined_batch(tmp_path):
         assert torch.allclose(v, got["params"][k], atol=1e-6, rtol=0), k
     # and the shards really differ (each rank draws its own part of the stream)
     assert not torch.allclose(shards[0][0][0], shards[1][0][0])
+
+
+def _gen_state(rank: int) -> torch.Tensor:
+    g = torch.Generator().manual_seed(rank_seed(11, rank))
+    torch.randn(5 + rank, generator=g)  # advance each rank differently
+    return g.get_state()
+
+
+def _gather_worker(rank: int, world: int, port: int, out: str) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+
+    def no_pickles(*a, **k):
+        raise AssertionError("all_gather_object unpickles peer data")
+    dist.all_gather_object = no_pickles  # type: ignore[assignment]
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    ctx = DistContext(rank, world, 0, True, False)
+    states = gather_states(ctx, _gen_state(rank))
+    bad = _gen_state(rank)[: None if rank == 0 else -8]  # rank 1 sends a shorter state
+    try:
+        gather_states(ctx, bad)
+        error = ""
+    except InputError as exc:
+        error = exc.one_line()
+    torch.save({"states": states, "error": error}, f"{out}.{rank}")
+    dist.barrier()
+    dist.destroy_process_group()
+
+
+def test_gather_states_is_a_tensor_all_gather_and_refuses_other_sizes(tmp_path):
+    """Real gloo, 3 ranks: every rank gets every rank's generator state in rank order without unpickling
+    (all_gather_object is patched to fail), and a rank whose state has another size is refused on all ranks."""
+    world = 3
+    mp.start_processes(_gather_worker, args=(world, _free_port(), str(tmp_path / "g")), nprocs=world, join=True,
+                       start_method="spawn")
+    want = [_gen_state(r) for r in range(world)]
+    assert len({bytes(w.numpy()) for w in want}) == world  # the ranks' states really differ
+    for r in range(world):
+        got = torch.load(tmp_path / f"g.{r}", weights_only=True)
+        assert len(got["states"]) == world and all(torch.equal(a, b) for a, b in zip(got["states"], want, strict=True))
+        assert all(s.dtype == torch.uint8 and s.device.type == "cpu" for s in got["states"])
+        n = want[0].numel()
+        assert f"differ in size across ranks ([{n}, {n - 8}, {n - 8}] bytes" in got["error"], got["error"]
 
 
 # ------------------------------------------------------------------ the CLI under torchrun

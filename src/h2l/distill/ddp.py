@@ -78,12 +78,26 @@ def close(ctx: DistContext) -> None:
 
 
 def gather_states(ctx: DistContext, state: torch.Tensor) -> list[torch.Tensor]:
-    """Every rank's generator state (a uint8 tensor), in rank order, on every rank."""
+    """Every rank's generator state (a uint8 tensor), in rank order, on every rank.
+
+    Tensor collectives only: ``all_gather_object`` unpickles what the peers send, so any process that can
+    reach the rendezvous could run code here.  The sizes go first, so a peer whose generator state has
+    another size (another torch build or device type) is refused on every rank alike instead of garbled."""
     if not ctx.active:
         return [state]
-    out: list = [None] * ctx.world
-    dist.all_gather_object(out, state.cpu())
-    return out
+    if state.dtype != torch.uint8 or state.dim() != 1:
+        raise TypeError(f"a generator state is a 1-d uint8 tensor, got {state.dtype} {tuple(state.shape)}")
+    dev = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else torch.device("cpu")
+    mine = state.to(dev)
+    sizes = [torch.zeros(1, dtype=torch.int64, device=dev) for _ in range(ctx.world)]
+    dist.all_gather(sizes, torch.tensor([mine.numel()], dtype=torch.int64, device=dev))
+    got = [int(t.item()) for t in sizes]
+    if len(set(got)) != 1:
+        raise InputError(f"generator states differ in size across ranks ({got} bytes, in rank order)",
+                         "run every rank with the same torch build and --device")
+    out = [torch.empty_like(mine) for _ in range(ctx.world)]
+    dist.all_gather(out, mine)
+    return [t.cpu() for t in out]
 
 
 def broadcast_flag(ctx: DistContext, flag: bool, device: torch.device) -> bool:
