@@ -54,6 +54,46 @@ def test_ask_matches_st_cache_and_numpy_teacher(rt_text_bundle, runner, demo_tea
     assert not any(row["truncated"] for row in rows)
 
 
+def test_answers_with_line_separators_build_export_verify_and_ask_intact(tmp_path, runner):
+    """A Q-A JSONL teacher whose answers hold U+2028, U+2029 and U+0085 (issue 20): the demo's questions and
+    answers, embedded from the demo cache extended by the new answer texts (the base answer's vector)."""
+    import numpy as np
+
+    doc = json.loads(DEMO_QA.read_text())
+    cache = load_cache(DEMO_CACHE)
+    rows, answers, extra = [], {}, {}
+    for c in doc["clusters"]:
+        base = c["answers"]["default"].strip()
+        answers[c["id"]] = f"{base}\u2028line separator\u2029paragraph separator\x85next line"
+        extra[answers[c["id"]]] = cache[base]
+        rows += [{"cluster": c["id"], "question": q, "answer": answers[c["id"]]}
+                 for group in c["queries"].values() for q in group]
+    (tmp_path / "qa.jsonl").write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows),
+                                       encoding="utf-8")
+    with np.load(DEMO_CACHE) as z:
+        arrays = dict(z)
+    arrays["texts"] = np.concatenate([arrays["texts"], np.array(list(extra))])
+    arrays["vectors"] = np.concatenate([arrays["vectors"], np.stack(list(extra.values()))]).astype(np.float32)
+    np.savez(tmp_path / "cache.npz", **arrays)
+
+    r = runner.invoke(app, ["teacher", "build", "--qa", str(tmp_path / "qa.jsonl"), "--embeddings",
+                            str(tmp_path / "cache.npz"), "--out", str(tmp_path / "t.npz"), "--json"])
+    assert r.exit_code == 0, r.output
+    assert list(load_npz(tmp_path / "t.npz").answer_texts) == list(answers.values())
+    r = runner.invoke(app, ["export", str(tmp_path / "t.npz"), "--out", str(tmp_path / "b"), "--with-encoder"])
+    assert r.exit_code == 0, r.output
+    r = runner.invoke(app, ["verify", str(tmp_path / "b"), "--provider", "cpu"])
+    assert r.exit_code == 0, r.output
+    qs = demo_questions()[:4]
+    r = runner.invoke(app, ["ask", str(tmp_path / "b"), *[q for q, _ in qs], "--no-embedding"])
+    assert r.exit_code == 0, r.output
+    # one line per text even for splitlines: the three are escaped in the output, and come back from JSON
+    assert not any(c in r.stdout for c in "\u2028\u2029\x85") and len(r.stdout.splitlines()) == len(qs)
+    got = lines(r.stdout)
+    assert len(got) == len(qs) and all(row["answer"] == answers[row["top_cluster"]] for row in got)
+    assert all(all(sep in row["answer"] for sep in "\u2028\u2029\x85") for row in got)
+
+
 def test_ask_reproduces_golden_texts(rt_text_bundle):
     golden = json.loads((rt_text_bundle / "golden" / "texts.json").read_text(encoding="utf-8"))
     want = np.load(rt_text_bundle / "golden" / "encoder.query_embedding.npy")

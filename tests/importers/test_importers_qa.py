@@ -78,6 +78,20 @@ def test_jsonl_rows_and_errors(tmp_path):
         parse_qa_files([p])
 
 
+def test_jsonl_keeps_unicode_line_separators_inside_texts(tmp_path):
+    """U+2028, U+2029 and U+0085 are not line ends in JSONL (str.splitlines treats them as such); line numbers
+    in errors still count "\\n" lines."""
+    p = tmp_path / "qa.jsonl"
+    answer = "first\u2028second\u2029third\x85fourth"
+    rows = [{"cluster": "a", "question": f"why\u2028not {i}?", "answer": answer} for i in range(3)]
+    p.write_text("\n".join(json.dumps(r, ensure_ascii=False) for r in rows) + "\nnot json\n", encoding="utf-8")
+    with pytest.raises(InputError, match="line 4 is malformed JSON"):
+        parse_qa_files([p])
+    p.write_text("\n".join(json.dumps(r, ensure_ascii=False) for r in rows) + "\n", encoding="utf-8")
+    (c,) = parse_qa_files([p])
+    assert c.answers == (answer,) and [q for _, q in c.queries] == [f"why\u2028not {i}?" for i in range(3)]
+
+
 def test_split_and_stored_metadata(tmp_path):
     cl = parse_qa_files([qa_json(tmp_path, [cluster("a", 5), cluster("b", 4), cluster("c", 6)])])
     t = build_teacher(cl, fake_embed, temperature=0.2, holdout_per_cluster=2, seed=3, model="m")

@@ -42,6 +42,16 @@ def answers_jsonl(cluster_ids, texts) -> bytes:
                    for c, a in zip(cluster_ids, texts, strict=True)).encode("utf-8")
 
 
+def json_lines(text: str) -> list[str]:
+    """Lines of a JSON-lines text, split at "\\n" only.
+
+    ``str.splitlines`` also splits at U+2028, U+2029 and U+0085, which a JSON string may hold raw (and
+    :func:`answers_jsonl` writes raw): an answer holding one would split its own line.  A final "\\n" ends
+    the last line."""
+    lines = text.split("\n")
+    return lines[:-1] if lines and lines[-1] == "" else lines
+
+
 def read_answers(bundle: BundleReader) -> list[str] | None:
     """Answer texts in head order, or None when the bundle has none (lda.db teachers)."""
     meta = bundle.manifest.get("answers")
@@ -49,7 +59,7 @@ def read_answers(bundle: BundleReader) -> list[str] | None:
         return None
     ids = bundle.manifest["teacher"]["cluster_ids"]
     try:
-        rows = [json.loads(line) for line in bundle.read_verified(meta["file"]).decode("utf-8").splitlines()]
+        rows = [json.loads(line) for line in json_lines(bundle.read_verified(meta["file"]).decode("utf-8"))]
     except (ValueError, UnicodeDecodeError) as exc:
         raise IntegrityError(f"{meta['file']} is not JSON lines ({exc})", "re-export the bundle") from None
     if len(rows) != meta["count"] or [r.get("cluster_id") for r in rows] != ids \

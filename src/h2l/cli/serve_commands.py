@@ -15,6 +15,13 @@ from .params import Choices, PositiveInts, list_default, renamed
 from .render import out, print_bench, print_demo_summary, print_sweep_tables
 
 PROVIDERS = Choices("cpu", "torch", "cuda")
+_LINE_BREAKS = {ord(c): f"\\u{ord(c):04x}" for c in "\u2028\u2029\x85"}
+
+
+def json_line(obj) -> str:
+    """One JSON line, UTF-8 text kept, but U+2028, U+2029 and U+0085 escaped: str.splitlines (and JavaScript)
+    break lines there, and an answer holding one must still be one line of output."""
+    return json.dumps(obj, ensure_ascii=False).translate(_LINE_BREAKS) + "\n"
 
 
 @app.command()
@@ -41,7 +48,7 @@ def ask(
     for i, r in enumerate(rows):
         if r["truncated"]:
             err.print(f"note: text #{i + 1} was cut to {asker.encoder.max_seq_length} tokens", markup=False)
-    sys.stdout.write("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+    sys.stdout.write("".join(json_line(r) for r in rows))
     sys.stdout.flush()
 
 

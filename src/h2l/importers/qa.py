@@ -85,7 +85,8 @@ def _parse_json(path: Path, model: str) -> list[QACluster]:
 
 def _parse_jsonl(path: Path) -> list[QACluster]:
     clusters: dict[str, tuple[list[str], list[tuple[str, str]]]] = {}
-    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+    # "\n" only: splitlines also splits at U+2028, U+2029 and U+0085, which a JSON string may hold raw
+    for n, line in enumerate(path.read_text(encoding="utf-8").split("\n"), 1):
         if not line.strip():
             continue
         try:
