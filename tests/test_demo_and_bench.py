@@ -47,7 +47,31 @@ def test_bench_bundle_quick_json(tmp_path, runner, small_teacher):
     assert doc["schema"] == "h2l-bench/1" and doc["machine"]["threads"]["intra_op"] == 1
     variants = {(x["model"], x["variant"], x["batch"]) for x in doc["results"]}
     assert {("teacher", "numpy", 1), ("teacher", "ort", 32)} <= variants
-    assert all(x["p50_us"] <= x["p90_us"] <= x["p99_us"] for x in doc["results"])
+    # every variant at every --batch, each from at least the 10 timed calls time_blocks promises
+    assert variants == {(m, v, b) for m, v, _ in variants for b in (1, 32)}
+    assert all(x["calls"] >= 10 and x["p50_us"] > 0 and x["provider"] == "cpu" for x in doc["results"])
+
+
+def test_timing_percentiles_are_the_named_ones():
+    """p50/p90/p99 of a known sample (numpy's linear interpolation), and the per-query and throughput
+    figures derived from p50; a swapped or mislabelled percentile fails here."""
+    import numpy as np
+
+    from h2l.bench.timing import timing_of
+
+    t = timing_of("teacher", "ort", "cpu", 4, np.arange(1.0, 101.0))
+    assert (t.calls, t.p50_us, t.p90_us, t.p99_us) == (100, 50.5, 90.1, 99.01)
+    assert t.per_query_p50_us == round(50.5 / 4, 3) and t.throughput_qps == round(4 / 50.5 * 1e6, 1)
+
+
+def test_time_calls_measures_microseconds():
+    """A call that sleeps 2 ms takes at least 2000 µs: catches a unit slip (ns, ms) in the timer."""
+    import time
+
+    from h2l.bench.timing import time_calls
+
+    calls, p50, p90, p99 = time_calls(lambda: time.sleep(0.002), batch=1, min_time=0.0, warmup=1)
+    assert calls == 10 and 2000 <= p50 < 2e6 and p50 <= p99
 
 
 @pytest.mark.slow

@@ -60,16 +60,42 @@ def test_unfolded_export_leaves_logging_and_the_callers_module_alone(logging_sta
     assert not changed, f"logger levels changed: {changed}"
 
 
-def test_cuda_probe_leaves_onnxruntime_default_logger_alone(monkeypatch):
+SPY = """
+import os
+import onnxruntime as ort
+
+_real = ort.set_default_logger_severity
+
+
+def _spy(level):
+    with open(os.environ["H2L_TEST_SEVERITY_LOG"], "a") as f:
+        f.write(f"{level}\\n")
+    _real(level)
+
+
+ort.set_default_logger_severity = _spy
+"""
+
+
+def test_cuda_probe_silences_onnxruntime_in_its_child_only(monkeypatch, tmp_path):
+    """The probe really runs (it is called directly: cuda_status skips it on a wheel without CUDA) and lowers
+    the onnxruntime log severity in its child process, seen there by a sitecustomize spy; the parent,
+    where callers live, never calls set_default_logger_severity."""
     from h2l.runtime import sessions
 
+    (tmp_path / "sitecustomize.py").write_text(SPY)
+    log = tmp_path / "severity.log"
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path))  # the probe puts h2l's own folder first, then this
+    monkeypatch.setenv("H2L_TEST_SEVERITY_LOG", str(log))
     calls = []
     monkeypatch.setattr(ort, "set_default_logger_severity", lambda level: calls.append(level))
-    ok, reason = sessions.cuda_status.__wrapped__()
-    assert calls == [], "the process-wide onnxruntime log severity was changed"
-    assert isinstance(ok, bool) and reason
-    if sessions.CUDA in ort.get_available_providers() and not ok:
-        assert "fell back to CPU" in reason or "failed" in reason
+    ok, reason = sessions._probe_cuda()
+    assert calls == [], "the process-wide onnxruntime log severity was changed in the caller's process"
+    assert log.read_text().split() == ["4"], "the child did not run the probe (or did not silence itself)"
+    if sessions.CUDA not in ort.get_available_providers():
+        assert (ok, reason) == (False, "onnxruntime fell back to CPU (no usable GPU or CUDA/cuDNN libraries)")
+    else:  # pragma: no cover - a GPU wheel
+        assert ok or "fell back to CPU" in reason or "failed" in reason, reason
 
 
 def test_equality_on_array_dataclasses_does_not_raise():

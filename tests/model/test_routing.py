@@ -11,11 +11,11 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from onnx import helper, numpy_helper
 
-from conftest import flip_byte
+from conftest import flip_byte, one_line_error
 from h2l.bundle.files import file_entries
 from h2l.bundle.layout import json_bytes
 from h2l.cli import app
-from h2l.errors import EXIT_INTEGRITY, EXIT_PARITY, IntegrityError, ParityError
+from h2l.errors import IntegrityError, ParityError
 from h2l.exporters.onnx_common import check, serialize
 from h2l.exporters.onnx_routed import make_routed_model
 from h2l.metrics import cosine
@@ -211,11 +211,15 @@ def test_cli_export_routed_and_verify(runner, tmp_path):
     assert "cannot be exact" in res.output
     res = runner.invoke(app, ["export", str(tmp_path / "t.npz"), "--out", str(tmp_path / "c"),
                               "--routed", "--candidates", "0"])
-    assert res.exit_code != 0 and "error:" in res.output and not (tmp_path / "c").exists()
+    one_line_error(res, 3, "--candidates 0 must be ≥ 1")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["b", "t.npz"]  # no bundle, no staging folder
     res = runner.invoke(app, ["verify", str(tmp_path / "b"), "--provider", "cpu"])
     assert res.exit_code == 0, res.output
     assert "routed vs flat teacher" in res.output
-    assert EXIT_PARITY != EXIT_INTEGRITY
+    checks = json.loads(runner.invoke(app, ["verify", str(tmp_path / "b"), "--provider", "cpu", "--json"]).stdout)
+    routed = {c["check"].split(":")[0] for c in checks["checks"] if c["model"] == "routed" and c["passed"]}
+    assert {"bound_holds", "batch_consistency", "vs_numpy", "vs_flat"} <= routed, routed
+    assert not [c for c in checks["checks"] if not c["passed"]]
 
 
 def test_routed_cosine_on_a_peaked_teacher():
